@@ -63,8 +63,8 @@ def bind(prim, operands, attrs):
     arrays = [o._data if isinstance(o, Tensor) else o for o in operands]
     with np.errstate(all="ignore"):
         out = prim.impl(*arrays, **attrs)
-    if out.dtype != out_aval.dtype.np:
-        out = out.astype(out_aval.dtype.np)
+    if not isinstance(out, np.ndarray) or out.dtype != out_aval.dtype.np:
+        out = np.asarray(out, dtype=out_aval.dtype.np)  # NumPy gives scalars for 0-d results
     t = Tensor._wrap(out)
     if autograd.is_grad_enabled() and prim.vjp is not None:
         autograd.record(t, prim, operands, attrs)

@@ -209,6 +209,10 @@ class Tensor:
         self._retains_grad = True
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        if not isinstance(self._data, np.ndarray):
+            from .tracing import backward_symbolic
+
+            return backward_symbolic(self)
         if gradient is None:
             if self.numel() != 1:
                 raise RuntimeError(

@@ -13,5 +13,6 @@ from .shape import broadcast, concat, reshape, transpose
 from .reduce import argmax, reduce_max, reduce_prod, reduce_sum
 from .index import Arg, Slice, index_key, gather, index, scatter_add, scatter_index
 from .linalg import matmul
+from .const import const, make_const_value
 
 __all__ = sorted(n for n in dir() if not n.startswith("_"))

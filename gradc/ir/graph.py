@@ -1,0 +1,167 @@
+"""The IR's data structures: values, nodes and graphs.
+
+A `Graph` is a flat list of `Node`s in SSA form. Every `Value` has a static
+shape and a dtype and is defined once: either as a graph input (kind
+`param`, `state`, `input` or `scalar`) or by one node. A node applies a
+registry primitive (`op` is its name) to operands, which are values or
+Python-scalar literals, with static attributes. Two ops are not primitives:
+`grad` (the traced marker "gradient of %loss with respect to %p", consumed by
+the reverse-mode pass) and `const` is a primitive like any other.
+
+`updates` are the in-place writes a step performs on params and state,
+applied after the outputs are computed: `%0.weight <- %17`.
+"""
+from __future__ import annotations
+
+import itertools
+
+from ..dtypes import DType
+
+INPUT_KINDS = ("param", "state", "input", "scalar")
+GRAD = "grad"  # the marker op: %d.p = grad %loss wrt %p
+
+
+class Value:
+    __slots__ = ("name", "dtype", "shape", "kind", "producer")
+
+    def __init__(self, name: str, dtype: DType, shape: tuple, kind: str | None = None, producer=None):
+        self.name, self.dtype, self.shape, self.kind, self.producer = name, dtype, tuple(shape), kind, producer
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def type_str(self):
+        return f"{self.dtype.short}[{','.join(str(s) for s in self.shape)}]"
+
+    def __repr__(self):
+        return f"%{self.name}: {self.type_str}"
+
+
+class Node:
+    __slots__ = ("op", "operands", "attrs", "out", "loc", "source")
+
+    def __init__(self, op: str, operands, attrs: dict, out: Value, loc: str = "", source: str = ""):
+        self.op, self.operands, self.attrs, self.out = op, list(operands), dict(attrs), out
+        self.loc, self.source = loc, source  # user's file:line and the text of that line
+        out.producer = self
+
+    @property
+    def inputs(self):
+        """The operands that are values (not literals)."""
+        return [o for o in self.operands if isinstance(o, Value)]
+
+    def __repr__(self):
+        from .printer import format_node
+
+        return format_node(self)
+
+
+class Graph:
+    def __init__(self, name: str = "graph"):
+        self.name = name
+        self.inputs: list[Value] = []
+        self.nodes: list[Node] = []
+        self.outputs: list[Value] = []
+        self.updates: list[tuple[Value, Value]] = []  # (param or state input, new value)
+        self._names: set[str] = set()
+        self._counter = itertools.count(1)
+
+    # ------------------------------------------------------------ construction
+    def fresh_name(self, hint: str | None = None) -> str:
+        if hint is not None and hint not in self._names:
+            return hint
+        while True:
+            n = str(next(self._counter)) if hint is None else f"{hint}.{next(self._counter)}"
+            if n not in self._names:
+                return n
+
+    def _claim(self, name):
+        if name in self._names:
+            raise ValueError(f"value %{name} defined twice")
+        self._names.add(name)
+
+    def add_input(self, name: str, dtype: DType, shape, kind: str) -> Value:
+        if kind not in INPUT_KINDS:
+            raise ValueError(f"input kind must be one of {INPUT_KINDS}, got {kind!r}")
+        self._claim(name)
+        v = Value(name, dtype, shape, kind)
+        self.inputs.append(v)
+        return v
+
+    def add_node(self, op, operands, attrs, dtype, shape, name=None, loc="", source="") -> Value:
+        name = self.fresh_name() if name is None else name
+        self._claim(name)
+        v = Value(name, dtype, shape)
+        self.nodes.append(Node(op, operands, attrs, v, loc, source))
+        return v
+
+    # ------------------------------------------------------------ queries
+    def input(self, name: str) -> Value:
+        for v in self.inputs:
+            if v.name == name:
+                return v
+        raise KeyError(f"graph {self.name} has no input %{name}")
+
+    def values(self):
+        yield from self.inputs
+        for n in self.nodes:
+            yield n.out
+
+    def users(self) -> dict:
+        """value name -> list of nodes using it."""
+        use: dict = {}
+        for n in self.nodes:
+            for o in n.inputs:
+                use.setdefault(o.name, []).append(n)
+        return use
+
+    def roots(self) -> list[Value]:
+        """Values the graph must produce: outputs and update sources."""
+        return list(self.outputs) + [v for _, v in self.updates]
+
+    def copy(self) -> "Graph":
+        """An independent copy (new Value and Node objects, same names)."""
+        from .parser import parse
+        from .printer import format_graph
+
+        return parse(format_graph(self))
+
+    def rebuild(self, nodes) -> None:
+        """Replace the node list (after a pass) and refresh the name table."""
+        self.nodes = list(nodes)
+        self._names = {v.name for v in self.inputs} | {n.out.name for n in self.nodes}
+
+    # ------------------------------------------------------------ views
+    def __str__(self):
+        from .printer import format_graph
+
+        return format_graph(self)
+
+    def __repr__(self):
+        return f"<gradc.ir.Graph {self.name}: {len(self.inputs)} inputs, {len(self.nodes)} nodes>"
+
+    def to_dot(self) -> str:
+        from .dot import to_dot
+
+        return to_dot(self)
+
+    def verify(self) -> "Graph":
+        from .verify import verify
+
+        verify(self)
+        return self
+
+
+def ancestors(values) -> set[str]:
+    """Names of the given values and of every value they are computed from."""
+    seen, stack = set(), list(values)
+    while stack:
+        v = stack.pop()
+        if v.name in seen:
+            continue
+        seen.add(v.name)
+        if v.producer is not None:
+            stack.extend(v.producer.inputs)
+    return seen

@@ -1,0 +1,81 @@
+"""IR text: one flat, typed line per node, as the parser reads it back.
+
+    graph step(
+        %0.weight: f32[1,1] param,
+        %x: f32[100,1] input,
+        %lr: f32[] scalar
+    ) {
+      %1: f32[1,1] = transpose %0.weight {perm=(1, 0)}  # seed.py:12  return self.linear(x)
+      %d.0.weight: f32[1,1] = grad %9 wrt %0.weight      # seed.py:20  loss.backward()
+      %0.weight <- %12
+      return %9
+    }
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..dtypes import DType
+from ..prims import Arg, Slice
+from .graph import GRAD, Node
+
+
+def format_literal(x) -> str:
+    if isinstance(x, bool):
+        return "True" if x else "False"
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "nan"
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        return repr(x)
+    return repr(int(x))
+
+
+def format_attr(v) -> str:
+    if isinstance(v, DType):
+        return v.short
+    if isinstance(v, np.ndarray):
+        return "[" + ", ".join(format_literal(x) for x in v.ravel().tolist()) + "]"
+    if isinstance(v, tuple) and any(isinstance(e, (Slice, Arg)) or e is None for e in v):
+        return "[" + ", ".join("None" if e is None else repr(e) for e in v) + "]"
+    if isinstance(v, tuple):
+        return "(" + ", ".join(format_attr(e) for e in v) + ("," if len(v) == 1 else "") + ")"
+    if isinstance(v, (bool, int, float)):
+        return format_literal(v)
+    return repr(v)
+
+
+def format_operand(o) -> str:
+    return f"%{o.name}" if hasattr(o, "name") else format_literal(o)
+
+
+def format_node(n: Node, width: int = 0) -> str:
+    if n.op == GRAD:
+        body = f"grad {format_operand(n.operands[0])} wrt {format_operand(n.operands[1])}"
+    else:
+        body = n.op + (" " + ", ".join(format_operand(o) for o in n.operands) if n.operands else "")
+    if n.attrs:
+        body += " {" + ", ".join(f"{k}={format_attr(v)}" for k, v in n.attrs.items()) + "}"
+    line = f"%{n.out.name}: {n.out.type_str} = {body}"
+    if n.loc:
+        line = line.ljust(width) + f"  # {n.loc}" + (f"  {n.source}" if n.source else "")
+    return line
+
+
+def format_graph(g) -> str:
+    lines = [f"graph {g.name}("]
+    for i, v in enumerate(g.inputs):
+        lines.append(f"    %{v.name}: {v.type_str} {v.kind}" + ("," if i < len(g.inputs) - 1 else ""))
+    lines.append(") {")
+    bodies = [format_node(n) for n in g.nodes]
+    width = min(max((len(b.split("  # ")[0]) for b in bodies), default=0), 72)
+    for n in g.nodes:
+        lines.append("  " + format_node(n, width))
+    for target, v in g.updates:
+        lines.append(f"  %{target.name} <- %{v.name}")
+    lines.append("  return" + ("" if not g.outputs else " " + ", ".join(f"%{v.name}" for v in g.outputs)))
+    lines.append("}")
+    return "\n".join(lines) + "\n"

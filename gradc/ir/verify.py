@@ -1,0 +1,65 @@
+"""The verifier: structural and type checks every graph must pass.
+
+Checks SSA (each value defined once, before use), every node's type against
+its op's shape rule, input kinds, and that updates only write params or
+state with a value of the same type. Errors name the node and the rule.
+"""
+from __future__ import annotations
+
+from ..prims import REGISTRY, Aval, ShapeError
+from .graph import GRAD, INPUT_KINDS, Graph
+
+
+class VerifyError(ValueError):
+    pass
+
+
+def verify(g: Graph) -> None:
+    defined = {}
+    for v in g.inputs:
+        if v.kind not in INPUT_KINDS:
+            raise VerifyError(f"input %{v.name}: kind {v.kind!r} is not one of {INPUT_KINDS}")
+        if v.name in defined:
+            raise VerifyError(f"input %{v.name} is defined twice")
+        defined[v.name] = v
+    for n in g.nodes:
+        where = f"node %{n.out.name} = {n.op}" + (f" ({n.loc})" if n.loc else "")
+        for o in n.inputs:
+            if defined.get(o.name) is not o:
+                raise VerifyError(f"{where}: operand %{o.name} is not defined before its use (SSA)")
+        if n.out.name in defined:
+            raise VerifyError(f"{where}: %{n.out.name} is defined twice (SSA)")
+        if n.op == GRAD:
+            loss, wrt = n.operands
+            if loss.shape != () or wrt.kind not in ("param", "input", "state") and wrt.producer is not None:
+                raise VerifyError(f"{where}: grad needs a scalar loss and a graph input, got {loss!r} wrt {wrt!r}")
+            want = Aval(wrt.shape, wrt.dtype)
+        else:
+            prim = REGISTRY.get(n.op)
+            if prim is None:
+                raise VerifyError(f"{where}: unknown op {n.op!r}")
+            avals = [Aval(o.shape, o.dtype) if hasattr(o, "name") else Aval((), None) for o in n.operands]
+            try:
+                want = prim.shape(*avals, **n.attrs)
+            except (ShapeError, TypeError) as e:
+                raise VerifyError(f"{where}: the {n.op} rule rejects its operands: {e}") from None
+        if tuple(want.shape) != n.out.shape or want.dtype is not n.out.dtype:
+            raise VerifyError(
+                f"{where}: result type {n.out.type_str} does not match the {n.op} rule, which gives "
+                f"{want.dtype.short}[{','.join(map(str, want.shape))}]"
+            )
+        defined[n.out.name] = n.out
+    for v in g.outputs:
+        if defined.get(v.name) is not v:
+            raise VerifyError(f"return: %{v.name} is not defined")
+    targets = set()
+    for target, v in g.updates:
+        if target.kind not in ("param", "state") or defined.get(target.name) is not target:
+            raise VerifyError(f"update %{target.name} <- %{v.name}: only param and state inputs can be updated")
+        if defined.get(v.name) is not v:
+            raise VerifyError(f"update %{target.name} <- %{v.name}: %{v.name} is not defined")
+        if (v.shape, v.dtype) != (target.shape, target.dtype):
+            raise VerifyError(f"update %{target.name} <- %{v.name}: type {v.type_str} differs from {target.type_str}")
+        if target.name in targets:
+            raise VerifyError(f"update %{target.name}: updated twice")
+        targets.add(target.name)

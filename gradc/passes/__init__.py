@@ -1,0 +1,1 @@
+"""Graph passes: the reverse-mode pass and the optimization pipeline."""
