@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
 
 _state = threading.local()
 
@@ -113,7 +114,7 @@ def _saved_class():
         """A tensor kept for backward. Its data is checked on use: it must not
         have been changed in place since it was saved, nor freed."""
 
-        __slots__ = ("_saved_version", "_aval", "_freed")
+        __slots__ = ("_saved_version", "_aval", "_freed", "_origin", "_node_ref")
 
         @property
         def _data(self):
@@ -143,6 +144,11 @@ def _saved_class():
         def ndim(self):
             return len(self._aval[0])
 
+        def _edge(self):
+            # for double backward: the saved tensor stands for its original in the graph
+            node = self._node_ref() if self._node_ref is not None else None
+            return node if node is not None else self._origin
+
         def _free(self):
             self._freed = True
             Tensor._data.__set__(self, None)
@@ -153,11 +159,15 @@ def _saved_class():
 SavedTensor = Tensor_data = None  # set by gradc.tensor once Tensor exists
 
 
-def save(t):
-    """A SavedTensor sharing t's array and version counter."""
+def save(t, node=None):
+    """A SavedTensor sharing t's array and version counter. `node` is the node
+    that produced t when t is that node's own output (held weakly: no cycle)."""
     s = SavedTensor.__new__(SavedTensor)
     Tensor_data.__set__(s, t._data)
-    s.requires_grad, s.grad, s.grad_fn, s._retains_grad = False, None, None, False
+    s.grad, s.grad_fn, s._retains_grad = None, None, False
+    s.requires_grad = t.requires_grad or node is not None
+    s._origin = t if t.requires_grad and t.grad_fn is None else None
+    s._node_ref = weakref.ref(node) if node is not None else (weakref.ref(t.grad_fn) if t.grad_fn is not None else None)
     s._version = t._version
     s._saved_version = t._version[0]
     s._aval = (tuple(t._data.shape), t.dtype)
@@ -174,13 +184,15 @@ def record(out, prim, operands, attrs):
     next_ = []
     for i, o in enumerate(operands):
         if isinstance(o, Tensor) and o.requires_grad and prim.differentiable(i):
-            next_.append(o.grad_fn if o.grad_fn is not None else o)
+            next_.append(o._edge())
         else:
             next_.append(None)
     if not any(e is not None for e in next_):
         return out
     saved = tuple(save(o) if isinstance(o, Tensor) else o for o in operands)
-    out.grad_fn = Node(prim, attrs, saved, tuple(next_), save(out))
+    node = Node(prim, attrs, saved, tuple(next_), None)
+    node.out = save(out, node)
+    out.grad_fn = node
     out.requires_grad = True
     return out
 

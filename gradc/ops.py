@@ -601,11 +601,11 @@ def stack(tensors, dim=0):
     tensors = [_tensor(t) for t in tensors]
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
-    for t in tensors[1:]:
+    for i, t in enumerate(tensors):
         if tuple(t.shape) != tuple(tensors[0].shape):
             raise RuntimeError(
                 f"stack expects each tensor to be equal size, but got {list(tensors[0].shape)} at entry 0 and "
-                f"{list(t.shape)} at entry {tensors.index(t)}"
+                f"{list(t.shape)} at entry {i}"
             )
     d = _dim(dim, tensors[0].ndim + 1)
     return _named(cat([unsqueeze(t, d) for t in tensors], d), "StackBackward0")

@@ -186,6 +186,10 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         return self
 
+    def _edge(self):
+        """Where this tensor's gradient flows: its node, or itself as a leaf."""
+        return self.grad_fn if self.grad_fn is not None else self
+
     def detach(self):
         t = Tensor.__new__(Tensor)
         t._init_alias(self)

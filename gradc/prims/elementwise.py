@@ -120,12 +120,16 @@ logical_not = _unary("logical_not", np.logical_not, None, allowed="int")
 # ---------------------------------------------------------------- binary
 def _pow_dx(g, x, y, out):
     # y * x^(y-1), taken as 0 where y == 0 (PyTorch's convention)
-    return mul(g, where(eq(y, 0.0), 0.0, mul(y, pow(x, sub(y, 1.0)))))
+    if not hasattr(y, "shape"):
+        return mul(g, 0.0) if y == 0 else mul(g, mul(pow(x, y - 1), y))
+    return where(eq(y, 0.0), 0.0, mul(g, mul(y, pow(x, sub(y, 1.0)))))
 
 
 def _pow_dy(g, x, y, out):
     # x^y log x, taken as 0 where x == 0 and y >= 0 (PyTorch's convention)
-    return mul(g, where(logical_and(eq(x, 0.0), ge(y, 0.0)), 0.0, mul(out, log(x))))
+    if not hasattr(x, "shape"):
+        return mul(g, 0.0) if x == 0 else mul(g, mul(out, math.log(x) if x > 0 else math.nan))
+    return where(logical_and(eq(x, 0.0), ge(y, 0.0)), 0.0, mul(g, mul(out, log(x))))
 
 
 def _share(pick, mine):
@@ -133,7 +137,7 @@ def _share(pick, mine):
 
     def rule(g, x, y, out):
         a, b = (x, y) if mine == 0 else (y, x)
-        return mul(g, where(pick(a, b), 1.0, where(eq(a, b), 0.5, 0.0)))
+        return where(pick(a, b), g, where(eq(a, b), mul(g, 0.5), 0.0))
 
     return rule
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes
-from .elementwise import div, eq, mul, where
+from .elementwise import convert, div, eq, mul
 from .registry import Aval, Primitive, ShapeError
 from .shape import broadcast, reshape
 
@@ -59,7 +59,7 @@ reduce_sum = Primitive(
 
 def _max_vjp(g, x, out, *, axes):
     # amax semantics (as PyTorch): the gradient is shared evenly between ties
-    hit = where(eq(x, expand_back(out, x.shape, axes)), 1.0, 0.0)
+    hit = convert(eq(x, expand_back(out, x.shape, axes)), dtype=x.dtype)
     count = expand_back(reduce_sum(hit, axes=axes), x.shape, axes)
     return mul(expand_back(g, x.shape, axes), div(hit, count))
 
