@@ -29,5 +29,10 @@ from .ops import (
     sum, swapaxes, t, take_along_dim, tanh, transpose, true_divide, unbind, unsqueeze, var, where,
 )
 from .serialization import load, save
+from ._tensor_str import set_printoptions
+from . import optim  # `gradc.optim.SGD` works after `import gradc`, as `torch.optim` does
+from . import nn  # `gradc.nn.Linear` works after `import gradc`, as `torch.nn` does
 
 __version__ = "0.1.0"
+from .tracing import trace
+from .compiler import compile

@@ -40,7 +40,7 @@ def _as_array(data, dtype=None) -> np.ndarray:
         dtype = _dt.as_dtype(dtype)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"gradc cannot make a tensor from data of NumPy dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=dtype.np)
+    return np.asarray(arr, dtype=dtype.np, order="C")  # ascontiguousarray would make 0-d data 1-d
 
 
 def _flat(xs):
