@@ -79,6 +79,7 @@ class _Tracer:
         self.state: list[tuple[str, Tensor, dict, str]] = []  # name, tensor, owning dict, key
         self.saved = []  # (tensor, data, grad)
         self.saved_groups = []  # (group, lr)
+        self.saved_state = []  # (optimizer, {param: shallow copy of its state dict})
         self.param_names: dict[int, str] = {}
 
     # ------------------------------------------------------------ inputs
@@ -116,7 +117,13 @@ class _Tracer:
         for name, p in self.params:
             self.make_symbolic(p, g.add_input(name, p.dtype, tuple(p.shape), "param"))
             p.grad = None
+        for m in self.modules:
+            for name, t in m.named_buffers():
+                if id(t) not in self.builder.known:
+                    self.state.append((name, t, None, None))
+                    self.make_symbolic(t, g.add_input(name, t.dtype, tuple(t.shape), "state"))
         for opt in self.optimizers:
+            self.saved_state.append((opt, {p: dict(st) for p, st in opt.state.items()}))
             for p, st in list(opt.state.items()):
                 pname = self.param_names.get(id(p), f"p{id(p)}")
                 for key, t in st.items():
@@ -152,17 +159,28 @@ class _Tracer:
         inputs = {v.name: v for v in g.inputs}
         for name, p in self.params:
             if p._data is not inputs[name]:
-                g.updates.append((inputs[name], p._data))
+                g.updates.append((inputs[name], self.builder.value_of(p)))
         for name, t, st, key in self.state:
-            if st.get(key) is t and t._data is not inputs[name]:
-                g.updates.append((inputs[name], t._data))
+            if (st is None or st.get(key) is t) and t._data is not inputs[name]:
+                g.updates.append((inputs[name], self.builder.value_of(t)))
+        old_ids = {id(t) for _, t, _, _ in self.state}
+        new_state = set()
         for opt in self.optimizers:
             for p, st in opt.state.items():
                 for key, t in list(st.items()):
-                    if isinstance(t, Tensor) and isinstance(t._data, ir.Value) and t._data.name not in inputs:
+                    if isinstance(t, Tensor) and id(t) not in old_ids:
+                        # state the step created: a new state input, written by this step
                         name = g.fresh_name(f"{self.param_names.get(id(p), 'p')}.{key}")
                         target = g.add_input(name, t.dtype, tuple(t.shape), "state")
-                        g.updates.append((target, t._data))
+                        g.updates.append((target, self.builder.value_of(t)))
+                        new_state.add(id(t))
+        for t, _ in self.builder.rebound:
+            if id(t) not in new_state:
+                raise RuntimeError(
+                    f"the traced function changed a tensor of shape {list(t.shape)} in place that is not a "
+                    "parameter, a module buffer or optimizer state; a compiled step would lose that change. "
+                    "Register it as a buffer (module.register_buffer) or return it instead."
+                )
         outs = result if isinstance(result, (tuple, list)) else () if result is None else (result,)
         for o in outs:
             if not isinstance(o, Tensor):
@@ -170,17 +188,15 @@ class _Tracer:
             g.outputs.append(self.builder.value_of(o))
 
     def restore(self):
+        for t, data in reversed(self.builder.rebound):
+            t._data = data
         for t, data, grad in reversed(self.saved):
             t._data, t.grad = data, grad
         for group, lr in self.saved_groups:
             group["lr"] = lr
-        for opt in self.optimizers:  # drop state the traced step created
-            for p in list(opt.state):
-                st = opt.state[p]
-                for key in [k for k, t in st.items() if isinstance(t, Tensor) and isinstance(t._data, ir.Value)]:
-                    del st[key]
-                if not st:
-                    del opt.state[p]
+        for opt, snapshot in self.saved_state:  # drop state the traced step created
+            opt.state.clear()
+            opt.state.update(snapshot)
 
 
 def _arg_names(fn, n):
@@ -235,7 +251,7 @@ class Traced:
     def __init__(self, fn, graph, tracer):
         self.fn, self.graph = fn, graph
         self._params = tracer.params
-        self._state_keys = [(name, st, key) for name, _, st, key in tracer.state]
+        self._state = list(tracer.state)
         self._optimizers = tracer.optimizers
         self._param_names = tracer.param_names
         self._stages = {"traced": graph}

@@ -34,6 +34,7 @@ class GraphBuilder:
         self.graph = graph
         self.known: dict[int, Value] = {}  # id(concrete tensor) -> its graph input
         self.keep: list = []  # the tensors behind `known`, kept alive while building
+        self.rebound: list = []  # (concrete tensor, its array) changed in place while building
         self.loc: tuple[str, str] | None = None  # forced (loc, source) for nodes made now
 
     def __enter__(self):
@@ -93,7 +94,11 @@ def symbolic_bind(prim, operands, attrs, out_aval):
 
 
 def assign_symbolic(target, result):
-    """`target` changed in place while tracing: it now holds `result` (SSA: a new value)."""
+    """`target` changed in place while tracing: it now holds `result` (SSA: a new value).
+
+    A concrete tensor that is not a graph input (say optimizer state the step
+    creates) is rebound too; the builder remembers its old payload so tracing
+    can put it back."""
     from .. import ops
 
     b = active()
@@ -103,10 +108,7 @@ def assign_symbolic(target, result):
         result = ops.to_dtype(result, target.dtype)
     v = b.value_of(result)
     if isinstance(target._data, np.ndarray) and id(target) not in b.known:
-        raise RuntimeError(
-            f"in-place change of a tensor that is neither a parameter nor optimizer state while tracing "
-            f"(shape {list(target.shape)}); a compiled step can only update parameters and optimizer state"
-        )
+        b.rebound.append((target, target._data))
     target._data = v
     return target
 
