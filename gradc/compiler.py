@@ -95,7 +95,7 @@ class _Version:
         for name in self.state:
             feeds[name] = self._state_tensor(name)._data
         for name, group in self.groups.items():
-            feeds[name] = np.asarray(group["lr"], dtype=np.float32)
+            feeds[name] = np.asarray(group["lr"], dtype=np.float64)
         tensors = [a for a in args if isinstance(a, Tensor)]
         for name, t in zip(self.input_names, tensors):
             feeds[name] = t._data

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import ir
 from .ir.builder import GraphBuilder, symbolic_tensor
+from .dtypes import float64
 from .tensor import Tensor
 
 
@@ -137,9 +138,8 @@ class _Tracer:
             for group in opt.param_groups:
                 name = "lr" if n_groups == 1 else f"lr.{k}"
                 k += 1
-                from .dtypes import get_default_dtype
-
-                v = g.add_input(name, get_default_dtype(), (), "scalar")
+                # f64, like the Python float it stands for: ops cast it to their operands' dtype
+                v = g.add_input(name, float64, (), "scalar")
                 self.saved_groups.append((group, group["lr"]))
                 group["lr"] = symbolic_tensor(v)
         sym_args = []
@@ -262,6 +262,7 @@ class Traced:
                 from .passes.autodiff import autodiff
 
                 self._stages[stage] = autodiff(self.graph)
+                _dump(self._stages[stage], stage)
             else:
                 raise KeyError(f"unknown IR stage {stage!r}; available: traced, autodiff")
         return self._stages[stage]
@@ -282,7 +283,7 @@ def trace(fn, *example_inputs, name=None) -> Traced:
             tr.finish(result)
     finally:
         tr.restore()
-    tr.graph.verify()
+    ir.check(tr.graph)
     _dump(tr.graph, "traced")
     t = Traced(fn, tr.graph, tr)
     return t

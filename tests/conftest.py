@@ -1,5 +1,8 @@
 import os
 
+# every graph the suite makes is verified and must round-trip through the parser
+os.environ.setdefault("GRADC_CHECK_IR", "1")
+
 from hypothesis import HealthCheck, settings
 
 # CI runs derandomized so a red run is reproducible; locally, examples vary.

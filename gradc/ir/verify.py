@@ -63,3 +63,20 @@ def verify(g: Graph) -> None:
         if target.name in targets:
             raise VerifyError(f"update %{target.name}: updated twice")
         targets.add(target.name)
+
+
+def check(g: Graph) -> Graph:
+    """Verify `g`; with GRADC_CHECK_IR=1 (the test suite sets it) also check that
+    its text round-trips exactly through the parser."""
+    import os
+
+    verify(g)
+    if os.environ.get("GRADC_CHECK_IR"):
+        from .parser import parse
+        from .printer import format_graph
+
+        text = format_graph(g)
+        again = format_graph(parse(text))
+        if again != text:
+            raise VerifyError(f"graph {g.name}: printed IR does not round-trip through the parser")
+    return g

@@ -5,6 +5,7 @@ names run in order, each followed by the verifier.
 """
 from __future__ import annotations
 
+from ..ir.verify import check
 from .dce import dce
 
 PASSES = {"dce": dce}
@@ -18,5 +19,5 @@ def run_pipeline(graph, pipeline: str | None = None) -> dict:
         if name not in PASSES:
             raise ValueError(f"unknown pass {name!r}; known passes: {', '.join(PASSES)}")
         g = PASSES[name](g)
-        g.verify()
+        check(g)
     return {"optimized": g}

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..ir.builder import GraphBuilder, symbolic_tensor
 from ..ir.graph import GRAD, Graph, Value
+from ..ir.verify import check
 from ..prims import REGISTRY, Aval, make_const_value
 from .dce import dce
 
@@ -54,7 +55,7 @@ def autodiff(graph: Graph) -> Graph:
     g.rebuild(out)
     g = dce(g)
     _apply_names(g, rename)
-    g.verify()
+    check(g)
     return g
 
 
