@@ -237,8 +237,97 @@ def default_backend():
     return InterpretedGraph
 
 
+class _CompiledVJP:
+    """Stands in for a primitive in the autograd tape: the vjp of a compiled forward
+    is a call of its compiled backward graph."""
+
+    vjp = True
+
+    def __init__(self, fwd, name):
+        self.fwd, self.name = fwd, name
+
+    def differentiable(self, i):
+        return True
+
+    def cotangents(self, g, operands, out, attrs, needs):
+        fwd = self.fwd
+        feeds = {name: t._data for name, t in zip(fwd.operand_names, operands)}
+        feeds["d.out"] = np.ascontiguousarray(g._data)
+        res = fwd.backward.run(feeds)
+        return tuple(Tensor._wrap(np.array(res["d." + n])) if need and ("d." + n) in res else None
+                     for n, need in zip(fwd.operand_names, needs))
+
+
+class _ForwardVersion:
+    def __init__(self, module, x, backend, passes):
+        from .ir import GRAD, check
+        from .ir.builder import GraphBuilder, symbolic_tensor
+        from .passes import run_pipeline
+        from .passes.autodiff import autodiff
+
+        traced = tracing.trace(module, x, name=type(module).__name__.lower())
+        g = traced.graph
+        if len(g.outputs) != 1:
+            raise NotImplementedError("gradc.compile(module): the forward must return one tensor")
+        self.graph = run_pipeline(g, passes)["optimized"]
+        self.executable = backend(self.graph)
+        self.params = [p for _, p in traced._params]
+        self.operand_names = [g.inputs[-1].name] + [n for n, _ in traced._params]
+        # backward: d(sum(out * d.out)) with respect to the input and every parameter
+        b = g.copy()
+        out = b.outputs[0]
+        cot = b.add_input("d.out", out.dtype, out.shape, "input")
+        with GraphBuilder(b):
+            s = (symbolic_tensor(out) * symbolic_tensor(cot)).sum()
+        wrt = [b.input(n) for n in self.operand_names]
+        b.outputs = [b.add_node(GRAD, [s._data, w], {}, w.dtype, w.shape, name=f"d.{w.name}") for w in wrt]
+        self.backward_graph = run_pipeline(check(autodiff(b)), passes)["optimized"]
+        self.backward = backend(self.backward_graph)
+        self.vjp = _CompiledVJP(self, "compiled_forward")
+
+
+class CompiledModule:
+    """`gradc.compile(module)`: calls run the traced forward natively; with grad
+    enabled the output's `.backward()` runs the compiled backward graph and
+    accumulates into the parameters' `.grad` as eager autograd would."""
+
+    def __init__(self, module, passes=None, backend=None):
+        self._orig_mod = module
+        self.passes, self.backend = passes, backend or default_backend()
+        self._versions = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self._orig_mod, name)
+
+    def __call__(self, x):
+        from . import autograd
+
+        x = _as_input(x, "input")
+        m = self._orig_mod
+        key = (tuple(x.shape), x.dtype.short, m.training,
+               tuple((tuple(p.shape), p.dtype.short) for p in m.parameters()))
+        with self._lock:
+            v = self._versions.get(key)
+            if v is None:
+                if len(self._versions) >= MAX_VERSIONS:
+                    raise RuntimeError(f"gradc.compile: {type(m).__name__} compiled {MAX_VERSIONS} times; use fixed shapes")
+                v = self._versions[key] = _ForwardVersion(m, x, self.backend, self.passes)
+            feeds = {name: t._data for name, t in zip(v.operand_names, [x] + v.params)}
+            res = v.executable.run(feeds)
+        out = Tensor._wrap(np.array(res[v.graph.outputs[0].name]))
+        if autograd.is_grad_enabled():
+            autograd.record(out, v.vjp, [x] + v.params, {})
+        return out
+
+    def __repr__(self):
+        return f"CompiledModule({self._orig_mod!r})"
+
+
 def compile(fn=None, *, passes=None, backend=None):  # noqa: A001 - PyTorch's name
-    """Compile a training step (or a module); usable as `@gradc.compile` too."""
+    """Compile a training step or a module; usable as `@gradc.compile` too."""
     if fn is None:
         return lambda f: compile(f, passes=passes, backend=backend)
+    if isinstance(fn, _module_cls()):
+        return CompiledModule(fn, passes=passes, backend=backend)
     return CompiledStep(fn, passes=passes, backend=backend)
