@@ -1,23 +1,20 @@
 """Graph passes: the reverse-mode pass and the optimization pipeline.
 
-Passes are registered by name; a pipeline is a comma-separated string of
-names run in order, each followed by the verifier.
+Passes are registered by name (see `manager.py`); a pipeline is a
+comma-separated string of names run in order, each followed by the
+verifier. `DEFAULT_PIPELINE` is what `gradc.compile` runs after the
+reverse-mode pass; `gradc opt` runs any pipeline on IR text.
 """
 from __future__ import annotations
 
-from ..ir.verify import check
-from .dce import dce
+from .manager import (
+    DEFAULT_PIPELINE, PASSES, STATS, PassRecord, PipelineResult, Rewriter, format_report, graph_stats,
+    parse_pipeline, register_pass, report, run_pipeline,
+)
+from . import cse, dce, fold, simplify  # noqa: F401 - importing a pass module registers it
+from .autodiff import autodiff
 
-PASSES = {"dce": dce}
-DEFAULT_PIPELINE = "dce"
+register_pass("autodiff")(autodiff)
 
-
-def run_pipeline(graph, pipeline: str | None = None) -> dict:
-    """Run the passes of `pipeline` on a copy of `graph`; returns {'optimized': graph}."""
-    g = graph.copy()
-    for name in filter(None, (p.strip() for p in (pipeline or DEFAULT_PIPELINE).split(","))):
-        if name not in PASSES:
-            raise ValueError(f"unknown pass {name!r}; known passes: {', '.join(PASSES)}")
-        g = PASSES[name](g)
-        check(g)
-    return {"optimized": g}
+__all__ = ["DEFAULT_PIPELINE", "PASSES", "STATS", "PassRecord", "PipelineResult", "Rewriter", "autodiff",
+           "format_report", "graph_stats", "parse_pipeline", "register_pass", "report", "run_pipeline"]
