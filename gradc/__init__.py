@@ -20,12 +20,13 @@ from .creation import (
 )
 from .random import manual_seed, seed
 from .ops import (
-    abs, absolute, add, all, amax, amin, any, argmax, argmin, bmm, broadcast_to, cat, chunk, clamp, clip,
+    abs, absolute, add, all, amax, amin, any, argmax, argmin, bitwise_and, bitwise_not, bitwise_or, bmm,
+    broadcast_to, cat, chunk, clamp, clip,
     clone, concat, concatenate, cos, cumsum, div, divide, dot, eq, equal, erf, exp, expand, flatten,
     floor_divide, gather, ge, greater, gt, isfinite, isinf, isnan, le, less, log, log1p, log_softmax,
     logical_and, logical_not, logical_or, logsumexp, lt, masked_fill, matmul, max, maximum, mean, min,
     minimum, mm, movedim, mul, multiply, ne, neg, negative, nonzero, outer, permute, pow, prod, relu,
-    reshape, rsqrt, sigmoid, sign, sin, softmax, split, sqrt, square, squeeze, stack, std, sub, subtract,
+    remainder, reshape, rsqrt, sigmoid, sign, sin, softmax, split, sqrt, square, squeeze, stack, std, sub, subtract,
     sum, swapaxes, t, take_along_dim, tanh, transpose, true_divide, unbind, unsqueeze, var, where,
 )
 from .serialization import load, save

@@ -71,10 +71,11 @@ class enable_grad(set_grad_enabled):
 class Node:
     """One recorded primitive application (what PyTorch calls a grad_fn)."""
 
-    __slots__ = ("prim", "attrs", "saved", "next", "out", "name", "__weakref__")
+    __slots__ = ("prim", "attrs", "saved", "next", "out", "name", "retained", "__weakref__")
 
     def __init__(self, prim, attrs, saved, next_, out):
         self.prim, self.attrs, self.saved, self.next, self.out = prim, attrs, saved, next_, out
+        self.retained = None  # weak reference to the output tensor when it called retain_grad()
         self.name = "".join(p.capitalize() for p in prim.name.split("_")) + "Backward0"
 
     def __repr__(self):
@@ -243,6 +244,10 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
                 continue
             if want is not None and id(node) in want:
                 result[want[id(node)]] = g
+            if want is None and node.retained is not None and node.retained() is not None:
+                t = node.retained()
+                g_kept = g if create_graph else g.detach().clone()
+                t.grad = g_kept if t.grad is None else t.grad + g_kept
             needs = tuple(e is not None for e in node.next)
             cts = node.prim.cotangents(g, node.saved, node.out, node.attrs, needs)
             for edge, ct in zip(node.next, cts):
@@ -259,11 +264,14 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
             if key in want:
                 result[want[key]] = g
         return result
+    taken = {id(g._data) for g in grad_outputs}  # arrays .grad must not share (they are changed in place)
     for leaf, g in leaf_cot.values():
         g = g if create_graph else g.detach()
         if leaf.grad is None:
             # .grad must own writable memory: users and optimizers change it in place
-            leaf.grad = g if g._data.flags.writeable and g._data.base is None else g.clone()
+            own = g._data.flags.writeable and g._data.base is None and id(g._data) not in taken
+            leaf.grad = g if own else g.clone()
+            taken.add(id(leaf.grad._data))
         elif create_graph:
             leaf.grad = leaf.grad + g
         else:

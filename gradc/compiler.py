@@ -73,6 +73,10 @@ class _Version:
                 self.groups["lr" if n_groups == 1 else f"lr.{k}"] = group
                 k += 1
         self.input_names = [v.name for v in self.graph.inputs if v.kind == "input"]
+        self._types = {v.name: (v.shape, v.dtype.np) for v in self.graph.inputs}
+        self._scalars = {name: np.zeros((), np.float64) for name in self.groups}
+        self._bound = dict(self._scalars)
+        self.executable.bind(self._scalars)
         by_name = {}
         for opt in tracer._optimizers:
             for p in (q for g in opt.param_groups for q in g["params"]):
@@ -89,27 +93,27 @@ class _Version:
         return t if st is None else st[key]  # optimizer state is looked up anew: load_state_dict replaces it
 
     def run(self, args):
-        feeds = {}
+        ex, feeds = self.executable, {}
         for name, p in self.params.items():
-            feeds[name] = p._data
+            if self._bound.get(name) is not p._data:
+                feeds[name] = p._data
         for name in self.state:
-            feeds[name] = self._state_tensor(name)._data
-        for name, group in self.groups.items():
-            feeds[name] = np.asarray(group["lr"], dtype=np.float64)
+            a = self._state_tensor(name)._data
+            if self._bound.get(name) is not a:
+                feeds[name] = a
+        for name, group in self.groups.items():  # runtime scalars: read at every call
+            self._scalars[name][()] = group["lr"]
+        new_state = {name: np.zeros(self._types[name][0], self._types[name][1]) for name in self.new_state}
+        feeds.update(new_state)
         tensors = [a for a in args if isinstance(a, Tensor)]
         for name, t in zip(self.input_names, tensors):
             feeds[name] = t._data
-        result = self.executable.run(feeds)
-        for target, _ in self.graph.updates:
-            new = result[target.name]
-            if target.name in self.params:
-                np.copyto(self.params[target.name]._data, new)
-            elif target.name in self.state:
-                np.copyto(self._state_tensor(target.name)._data, new)
-            elif target.name in self.new_state:
-                (opt, p), key = self.new_state[target.name]
-                opt.state[p][key] = Tensor._wrap(np.array(new))
-        outs = [Tensor._wrap(np.array(result[v.name])) for v in self.graph.outputs]
+        ex.bind(feeds)
+        self._bound.update(feeds)
+        outs = [Tensor._wrap(np.array(o)) for o in ex.call()]
+        for name, arr in new_state.items():
+            (opt, p), key = self.new_state[name]
+            opt.state[p][key] = Tensor._wrap(arr)
         return outs
 
 
@@ -217,15 +221,27 @@ def _optimizer_cls():
 
 
 class InterpretedGraph:
-    """The reference backend: runs the graph on the IR interpreter."""
+    """The reference backend: runs the graph on the IR interpreter, with the
+    code generator's calling contract (`run`, or `bind` + `call` updating the
+    bound params and state in place)."""
 
     def __init__(self, graph):
         self.graph = graph
+        self._bound = {}
 
     def run(self, feeds):
         from .ir import interpret
 
         return interpret(self.graph, feeds)
+
+    def bind(self, arrays):
+        self._bound.update(arrays)
+
+    def call(self):
+        res = self.run(self._bound)
+        for target, _ in self.graph.updates:
+            np.copyto(self._bound[target.name], res[target.name])
+        return [res[v.name] for v in self.graph.outputs]
 
     def llvm_ir(self, optimized=False):
         raise RuntimeError("the interpreter backend generates no LLVM IR")
@@ -234,7 +250,12 @@ class InterpretedGraph:
 
 
 def default_backend():
-    return InterpretedGraph
+    """Native code through llvmlite; `GRADC_BACKEND=interpreter` selects the reference interpreter."""
+    if os.environ.get("GRADC_BACKEND", "llvm") == "interpreter":
+        return InterpretedGraph
+    from .codegen import compile_graph
+
+    return compile_graph
 
 
 class _CompiledVJP:

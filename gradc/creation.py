@@ -111,6 +111,11 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
         dtype = _dt.get_default_dtype() if any(isinstance(v, float) for v in vals) else _dt.int64
     if step == 0:
         raise RuntimeError("step must be nonzero")
+    if (end - start) * step < 0:
+        raise RuntimeError(
+            f"upper bound and lower bound inconsistent with step sign: arange({start}, {end}, {step}) "
+            "is empty; use a negative step to count down"
+        )
     n = builtins.max(0, int(np.ceil((end - start) / step)))
     arr = (start + np.arange(n, dtype=np.float64) * step) if _dt.as_dtype(dtype).is_floating_point else np.arange(start, end, step)
     return _make(arr.astype(_dtype(dtype).np), requires_grad)

@@ -66,6 +66,11 @@ def bind(prim, operands, attrs):
     if not isinstance(out, np.ndarray) or out.dtype != out_aval.dtype.np:
         out = np.asarray(out, dtype=out_aval.dtype.np)  # NumPy gives scalars for 0-d results
     t = Tensor._wrap(out)
+    if out.base is not None:  # a view (reshape, transpose, basic indexing) shares its base's version counter
+        for o, a in zip(operands, arrays):
+            if isinstance(o, Tensor) and (a is out.base or a.base is out.base):
+                t._version = o._version
+                break
     if autograd.is_grad_enabled() and prim.vjp is not None:
         autograd.record(t, prim, operands, attrs)
     return t

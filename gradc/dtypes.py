@@ -116,6 +116,8 @@ def _promote(a: DType, b: DType) -> DType:
     """Promotion of two dtypes of equal standing (like torch.promote_types)."""
     if a is b:
         return a
+    if a.category != b.category:  # int64 with float32 is float32, not NumPy's float64
+        return a if a.category > b.category else b
     return as_dtype(np.promote_types(a.np, b.np))
 
 

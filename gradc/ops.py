@@ -75,6 +75,13 @@ def _keep(r, x_shape, axes, keepdim):
     return r
 
 
+def _shape_error(op, msg):
+    """A ShapeError naming the op and the user's line, like the primitives' shape rules give."""
+    from .dispatch import user_location
+
+    return P.ShapeError(f"{op}: {msg} (at {user_location()})")
+
+
 def _named(t, name):
     """Give the result's autograd node PyTorch's name for the composite op."""
     if t.grad_fn is not None:
@@ -100,15 +107,36 @@ def _binary(prim, a, b, floating=False):
     return prim(a, b)
 
 
+def _scaled(a, b, alpha):
+    """b * alpha for add/sub; PyTorch refuses a float alpha for integer operands."""
+    operands = [x if _is_scalar(x) or isinstance(x, Tensor) else _tensor(x) for x in (a, b)]
+    if isinstance(alpha, float) and not _dt.result_type(*operands).is_floating_point:
+        raise RuntimeError(
+            f"For integral input tensors, argument alpha must not be a floating point number (got {alpha})."
+        )
+    return mul(b, alpha)
+
+
 def add(a, b, *, alpha=1):
     if alpha != 1:
-        b = mul(b, alpha)
+        b = _scaled(a, b, alpha)
     return _binary(P.add, a, b)
 
 
 def sub(a, b, *, alpha=1):
+    bools = [isinstance(t, (bool, np.bool_)) or (isinstance(t, Tensor) and t.dtype is _dt.bool_) for t in (a, b)]
+    if builtins.all(bools):
+        raise RuntimeError(
+            "Subtraction, the `-` operator, with two bool tensors is not supported. "
+            "Use the `^` or `logical_xor()` operator instead."
+        )
+    if builtins.any(bools):
+        raise RuntimeError(
+            "Subtraction, the `-` operator, with a bool tensor is not supported. "
+            "If you are trying to invert a mask, use the `~` or `logical_not()` operator instead."
+        )
     if alpha != 1:
-        b = mul(b, alpha)
+        b = _scaled(a, b, alpha)
     return _binary(P.sub, a, b)
 
 
@@ -141,6 +169,11 @@ def _trunc_div(a, b):
 def pow(a, b):  # noqa: A001
     if isinstance(a, Tensor) and _is_scalar(b) and not a.dtype.is_floating_point and isinstance(b, float):
         a = to_dtype(a, _dt.get_default_dtype())
+    if isinstance(a, Tensor) and not a.dtype.is_floating_point and _is_scalar(b) and not isinstance(b, float) and b < 0:
+        raise RuntimeError(
+            "Integers to negative integer powers are not allowed. Use a float exponent (x ** -1.0) or "
+            "convert first (x.float() ** -1)."
+        )
     return _named(_binary(P.pow, a, b), "PowBackward0")
 
 
@@ -176,6 +209,39 @@ def logical_not(a):
     return P.logical_not(to_dtype(a, _dt.bool_))
 
 
+def remainder(a, b):
+    """a - floor(a / b) * b: Python's %, with the sign of b. Its gradient is 1 for a and
+    -floor(a / b) for b, as in PyTorch."""
+    return sub(a, mul(floor_divide(a, b), b))
+
+
+def _bitwise(name, logical, np_fn):
+    def f(a, b):
+        (a, b), d = _promoted(a, b)
+        if d is _dt.bool_:
+            return logical(a, b)
+        if d.is_floating_point:
+            raise RuntimeError(f'"{name}_cpu" not implemented for \'{d.name}\': bitwise ops take bool or integer tensors')
+        arrays = [x._concrete(f"{name}()") if isinstance(x, Tensor) else x for x in (a, b)]
+        return Tensor._wrap(np.asarray(np_fn(*arrays), d.np))
+
+    f.__name__ = name
+    return f
+
+
+bitwise_and = _bitwise("bitwise_and", logical_and, np.bitwise_and)
+bitwise_or = _bitwise("bitwise_or", logical_or, np.bitwise_or)
+
+
+def bitwise_not(x):
+    x = _tensor(x)
+    if x.dtype is _dt.bool_:
+        return logical_not(x)
+    if x.dtype.is_floating_point:
+        raise RuntimeError(f"bitwise_not is only supported for integer and bool tensors, got {x.dtype.name}")
+    return sub(neg(x), 1)  # two's complement: ~x == -x - 1
+
+
 def _float_unary(prim):
     def f(x):
         x = _tensor(x)
@@ -201,14 +267,23 @@ def square(x):
 
 
 def neg(x):
-    return P.neg(_tensor(x))
+    x = _tensor(x)
+    if x.dtype is _dt.bool_:
+        raise RuntimeError(
+            "Negation, the `-` operator, on a bool tensor is not supported. "
+            "If you are trying to invert a mask, use the `~` or `logical_not()` operator instead."
+        )
+    return P.neg(x)
 
 
 negative = neg
 
 
 def abs(x):  # noqa: A001
-    return P.abs(_tensor(x))
+    x = _tensor(x)
+    if x.dtype is _dt.bool_:
+        raise RuntimeError("abs is not implemented for bool tensors; convert first, e.g. x.long().abs()")
+    return P.abs(x)
 
 
 absolute = abs
@@ -220,6 +295,8 @@ def sign(x):
 
 def relu(x):
     x = _tensor(x)
+    if x.dtype is _dt.bool_:
+        raise RuntimeError("Boolean inputs not supported for relu; convert first, e.g. x.float().relu()")
     zero = _literal(0, x.dtype)
     return _named(P.where(P.le(x, zero), zero, x), "ReluBackward0")
 
@@ -234,6 +311,8 @@ def where(condition, x=None, y=None):
 
 
 def masked_fill(x, mask, value):
+    x = _tensor(x)  # the result keeps x's dtype, as in PyTorch
+    value = _literal(value, x.dtype) if _is_scalar(value) else to_dtype(value, x.dtype)
     return where(mask, value, x)
 
 
@@ -244,10 +323,19 @@ def clamp(x, min=None, max=None):  # noqa: A002
     r = x
     # where-based so the gradient passes at the bounds, as in PyTorch
     if min is not None:
-        r = where(lt(r, min), min, r)
+        r = _bound(r, min, lt)
     if max is not None:
-        r = where(gt(r, max), max, r)
+        r = _bound(r, max, gt)
     return _named(r, "ClampBackward1")
+
+
+def _bound(r, b, beyond):
+    hit = beyond(r, b)
+    if isinstance(b, Tensor) and b.dtype.is_floating_point:
+        hit = logical_or(hit, isnan(b))  # a NaN bound gives NaN, as in PyTorch
+    elif _is_scalar(b) and b != b:
+        hit = logical_or(hit, True)
+    return where(hit, b, r)
 
 
 clip = clamp
@@ -271,6 +359,8 @@ def sum(x, dim=None, keepdim=False, *, dtype=None):  # noqa: A001
     x = _tensor(x)
     if dtype is not None:
         x = to_dtype(x, dtype)
+    elif x.dtype is _dt.int32:
+        x = to_dtype(x, _dt.int64)  # integer sums accumulate in int64, as in PyTorch
     axes = _axes(dim, x.ndim)
     return _named(_keep(P.reduce_sum(x, axes=axes), x.shape, axes, keepdim), "SumBackward" + ("0" if dim is None else "1"))
 
@@ -293,24 +383,39 @@ def mean(x, dim=None, keepdim=False, *, dtype=None):
 def amax(x, dim=(), keepdim=False):
     x = _tensor(x)
     axes = _axes(None if dim == () else dim, x.ndim)
-    _nonempty(x, axes, "amax")
+    _nonempty(x, axes, "amax", dim not in ((), None))
     return _named(_keep(P.reduce_max(x, axes=axes), x.shape, axes, keepdim), "AmaxBackward0")
 
 
 def amin(x, dim=(), keepdim=False):
-    return _named(neg(amax(neg(x), dim, keepdim)), "AminBackward0")
+    x = _tensor(x)
+    _nonempty(x, _axes(None if dim == () else dim, x.ndim), "amin", dim not in ((), None))
+    flip = logical_not if x.dtype is _dt.bool_ else neg
+    return _named(flip(amax(flip(x), dim, keepdim)), "AminBackward0")
 
 
-def _nonempty(x, axes, name):
-    if builtins.any(x.shape[a] == 0 for a in axes):
-        raise IndexError(f"{name}(): Expected reduction dim to have non-zero size (shape {list(x.shape)}).")
+def _nonempty(x, axes, name, dim_given, no_dim_error=RuntimeError):
+    """PyTorch's errors for max-like reductions over nothing."""
+    if not dim_given:
+        if x.numel() == 0:
+            raise no_dim_error(
+                f"{name}(): Expected reduction dim to be specified for input.numel() == 0. "
+                "Specify the reduction dim with the 'dim' argument."
+            )
+        return
+    for a in axes:
+        if x.shape[a] == 0:
+            raise IndexError(
+                f"{name}(): Expected reduction dim {a} to have non-zero size (shape {list(x.shape)})."
+            )
 
 
 MaxMin = collections.namedtuple("MaxMin", ["values", "indices"])
 
 
-def argmax(x, dim=None, keepdim=False):
+def argmax(x, dim=None, keepdim=False, *, _name="argmax"):
     x = _tensor(x)
+    _nonempty(x, _axes(dim, x.ndim), _name, dim is not None, IndexError)
     if dim is None:
         r = P.argmax(P.reshape(x, shape=(x.numel(),)), axis=0)
         return P.reshape(r, shape=(1,) * x.ndim) if keepdim else r
@@ -322,7 +427,7 @@ def argmax(x, dim=None, keepdim=False):
 
 def argmin(x, dim=None, keepdim=False):
     x = _tensor(x)
-    return argmax(neg(x) if x.dtype is not _dt.bool_ else logical_not(x), dim, keepdim)
+    return argmax(neg(x) if x.dtype is not _dt.bool_ else logical_not(x), dim, keepdim, _name="argmin")
 
 
 def _max_min(x, dim, keepdim, other, largest):
@@ -331,10 +436,11 @@ def _max_min(x, dim, keepdim, other, largest):
         other = dim
     if other is not None:
         return maximum(x, other) if largest else minimum(x, other)
+    name = "max" if largest else "min"
+    _nonempty(x, _axes(dim, x.ndim), name, dim is not None)
     if dim is None:
         return amax(x) if largest else amin(x)
     axis = _dim(dim, x.ndim)
-    _nonempty(x, (axis,) if x.ndim else (), "max" if largest else "min")
     idx = argmax(x, axis, keepdim=True) if largest else argmin(x, axis, keepdim=True)
     if x.ndim == 0:
         return MaxMin(x, P.reshape(idx, shape=()))
@@ -356,8 +462,8 @@ def prod(x, dim=None, keepdim=False, *, dtype=None):
     x = _tensor(x)
     if dtype is not None:
         x = to_dtype(x, dtype)
-    if x.dtype is _dt.bool_:
-        x = to_dtype(x, _dt.int64)
+    if dtype is None and x.dtype.category < 2:
+        x = to_dtype(x, _dt.int64)  # integer products accumulate in int64, as in PyTorch
     axes = _axes(dim, x.ndim)
     return _named(_keep(P.reduce_prod(x, axes=axes), x.shape, axes, keepdim), "ProdBackward0")
 
@@ -374,7 +480,10 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    return _named(sqrt(var(x, dim, unbiased, keepdim, correction=correction)), "StdBackward0")
+    v = var(x, dim, unbiased, keepdim, correction=correction)
+    # PyTorch's convention: zero gradient (not nan) where the std is 0 (constant slices)
+    flat = eq(v, 0.0)
+    return _named(where(flat, 0.0, sqrt(where(flat, 1.0, v))), "StdBackward0")
 
 
 def logsumexp(x, dim, keepdim=False):
@@ -382,12 +491,20 @@ def logsumexp(x, dim, keepdim=False):
     if not x.dtype.is_floating_point:
         x = to_dtype(x, _dt.get_default_dtype())
     axes = _axes(dim, x.ndim)
-    with autograd.no_grad():
-        m = amax(x, axes, keepdim=True) if axes else x
-        m = where(isinf(m), 0.0, m)  # all -inf (or inf) rows: shift by 0, not by inf
-    s = sum(exp(sub(x, m.detach())), dim=axes, keepdim=True)
-    r = add(log(s), m.detach())
+    m = _max_shift(x, axes)
+    s = sum(exp(sub(x, m)), dim=axes, keepdim=True)
+    r = add(log(s), m)
     return _named(squeeze(r, axes) if (axes and not keepdim) else r, "LogsumexpBackward0")
+
+
+def _max_shift(x, axes):
+    """The constant subtracted before exp for stability: each slice's max, or 0 where that
+    is infinite (all -inf slices) or the slice is empty."""
+    with autograd.no_grad():
+        if builtins.any(x.shape[a] == 0 for a in axes):
+            return Tensor._wrap(np.zeros(tuple(1 if i in axes else s for i, s in enumerate(x.shape)), x.dtype.np))
+        m = amax(x, axes, keepdim=True) if axes else x
+        return where(isinf(m), 0.0, m).detach()
 
 
 def any(x, dim=None, keepdim=False):  # noqa: A001
@@ -411,36 +528,54 @@ def cumsum(x, dim):
 
 # ---------------------------------------------------------------- linear algebra
 def matmul(a, b):
-    (a, b), _ = _promoted(_tensor(a), _tensor(b))
+    a, b = _tensor(a), _tensor(b)
+    if a.dtype is not b.dtype:  # PyTorch does not promote in matmul
+        raise RuntimeError(
+            f"expected m1 and m2 to have the same dtype, but got: {a.dtype.name} != {b.dtype.name}. "
+            "Convert one operand first, e.g. a.float() @ b.float()."
+        )
     if a.ndim == 0 or b.ndim == 0:
-        raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {a.ndim}D and {b.ndim}D")
+        raise _shape_error("matmul", f"both arguments to matmul need to be at least 1D, but they are {a.ndim}D "
+                           f"and {b.ndim}D (shapes {list(a.shape)} and {list(b.shape)})")
+    if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+        raise _shape_error("matmul", f"mat1 and mat2 shapes cannot be multiplied ({'x'.join(map(str, a.shape))} and "
+                           f"{'x'.join(map(str, b.shape))}): the last size of the first, {a.shape[-1]}, must match "
+                           f"the {'second-to-' if b.ndim > 1 else ''}last size of the second")
     a2 = P.reshape(a, shape=(1,) + tuple(a.shape)) if a.ndim == 1 else a
     b2 = P.reshape(b, shape=tuple(b.shape) + (1,)) if b.ndim == 1 else b
     r = P.matmul(a2, b2)
+    shape = list(r.shape)  # drop the axes added for 1-D operands
     if b.ndim == 1:
-        r = P.reshape(r, shape=tuple(r.shape[:-1]))
+        del shape[-1]
     if a.ndim == 1:
-        r = P.reshape(r, shape=tuple(r.shape[:-2]) + tuple(r.shape[-1:]))
+        del shape[-1 if b.ndim == 1 else -2]
+    if len(shape) != r.ndim:
+        r = P.reshape(r, shape=tuple(shape))
     return _named(r, "MmBackward0" if a.ndim == b.ndim == 2 else "MatmulBackward0")
 
 
 def mm(a, b):
     if a.ndim != 2 or b.ndim != 2:
-        raise RuntimeError(f"mm: expected 2D tensors, got {a.ndim}D and {b.ndim}D")
+        raise _shape_error("mm", f"expected 2D tensors, got {list(a.shape)} and {list(b.shape)}; "
+                           "use matmul (@) for other shapes")
     return matmul(a, b)
 
 
 def bmm(a, b):
     if a.ndim != 3 or b.ndim != 3:
-        raise RuntimeError(f"bmm: expected 3D tensors, got {a.ndim}D and {b.ndim}D")
+        raise _shape_error("bmm", f"expected 3D tensors, got {list(a.shape)} and {list(b.shape)}")
     if a.shape[0] != b.shape[0]:
-        raise RuntimeError(f"bmm: batch sizes differ: {list(a.shape)} and {list(b.shape)}")
+        raise _shape_error("bmm", f"batch sizes differ: {list(a.shape)} and {list(b.shape)}; use matmul (@) to "
+                           "broadcast batch dimensions")
     return _named(matmul(a, b), "BmmBackward0")
 
 
 def dot(a, b):
     if a.ndim != 1 or b.ndim != 1:
-        raise RuntimeError(f"1D tensors expected, but got {a.ndim}D and {b.ndim}D tensors")
+        raise _shape_error("dot", f"1D tensors expected, but got {list(a.shape)} and {list(b.shape)}")
+    if a.shape[0] != b.shape[0]:
+        raise _shape_error("dot", f"inconsistent tensor size, expected tensor {list(a.shape)} and src "
+                           f"{list(b.shape)} to have the same number of elements")
     return matmul(a, b)
 
 
@@ -459,11 +594,12 @@ def reshape(x, *shape):
     x = _tensor(x)
     shape = _sizes(shape)
     if shape.count(-1) > 1:
-        raise RuntimeError("only one dimension can be inferred")
+        raise _shape_error("reshape", f"only one dimension can be inferred, got shape {list(shape)}")
     if -1 in shape:
         known = math.prod(s for s in shape if s != -1)
         if known == 0 or x.numel() % known:
-            raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {x.numel()}")
+            raise _shape_error("reshape", f"shape '{list(shape)}' is invalid for input of size {x.numel()} "
+                               f"(shape {list(x.shape)})")
         shape = tuple(x.numel() // known if s == -1 else s for s in shape)
     if tuple(shape) == tuple(x.shape):
         return P.reshape(x, shape=shape) if x.requires_grad else x
@@ -511,11 +647,14 @@ def expand(x, *sizes):
     sizes = _sizes(sizes)
     lead = len(sizes) - x.ndim
     if lead < 0:
-        raise RuntimeError(
-            f"expand: the number of sizes provided ({len(sizes)}) must be greater or equal to the number of "
-            f"dimensions in the tensor ({x.ndim})"
+        raise _shape_error(
+            "expand", f"the number of sizes provided ({len(sizes)}) must be greater or equal to the number of "
+            f"dimensions in the tensor ({x.ndim}): cannot expand {list(x.shape)} to {list(sizes)}"
         )
     shape = tuple(x.shape[i - lead] if (s == -1 and i >= lead) else s for i, s in enumerate(sizes))
+    if builtins.any(s < 0 for s in shape):
+        raise _shape_error("expand", f"cannot expand {list(x.shape)} to {list(sizes)}: -1 (keep the size) is not "
+                           "allowed in a leading, new dimension, and sizes must not be negative")
     if shape == tuple(x.shape):
         return x
     return _named(P.broadcast(x, shape=shape), "ExpandBackward0")
@@ -544,9 +683,10 @@ def permute(x, *dims):
     x = _tensor(x)
     dims = _sizes(dims)
     if len(dims) != x.ndim:
-        raise RuntimeError(
-            f"permute(sparse_coo): number of dimensions in the tensor input does not match the length of the "
-            f"desired ordering of dimensions i.e. input.dim() = {x.ndim} is not equal to len(dims) = {len(dims)}"
+        raise _shape_error(
+            "permute", f"number of dimensions in the tensor input does not match the length of the desired "
+            f"ordering of dimensions i.e. input.dim() = {x.ndim} is not equal to len(dims) = {len(dims)} "
+            f"(shape {list(x.shape)}, dims {list(dims)})"
         )
     perm = tuple(_dim(d, x.ndim) for d in dims)
     if perm == tuple(range(x.ndim)):
@@ -569,7 +709,8 @@ swapaxes = transpose
 
 def t(x):
     if x.ndim > 2:
-        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {x.ndim}D")
+        raise _shape_error("t", f"t() expects a tensor with <= 2 dimensions, but self is {x.ndim}D "
+                           f"(shape {list(x.shape)}); use transpose(dim0, dim1)")
     return transpose(x, 0, -1) if x.ndim == 2 else x
 
 
@@ -586,11 +727,12 @@ def cat(tensors, dim=0):
     if not tensors:
         raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
     d = _dt.result_type(*tensors)
-    # PyTorch skips legacy empty 1-D tensors
-    ts = [to_dtype(t, d) for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or [to_dtype(tensors[0], d)]
-    axis = _dim(dim, ts[0].ndim)
-    if len(ts) == 1:
-        return ts[0]
+    legacy = [t.ndim == 1 and t.shape[0] == 0 for t in tensors]
+    ref = next((t for t, e in zip(tensors, legacy) if not e), tensors[0])
+    axis = _dim(dim, ref.ndim)
+    # PyTorch accepts legacy empty 1-D tensors next to any shape: they join as empty slices
+    empty = tuple(0 if i == axis else s for i, s in enumerate(ref.shape))
+    ts = [to_dtype(reshape(t, empty) if e else t, d) for t, e in zip(tensors, legacy)]
     return _named(P.concat(*ts, axis=axis), "CatBackward0")
 
 
@@ -603,9 +745,9 @@ def stack(tensors, dim=0):
         raise RuntimeError("stack expects a non-empty TensorList")
     for i, t in enumerate(tensors):
         if tuple(t.shape) != tuple(tensors[0].shape):
-            raise RuntimeError(
-                f"stack expects each tensor to be equal size, but got {list(tensors[0].shape)} at entry 0 and "
-                f"{list(t.shape)} at entry {i}"
+            raise _shape_error(
+                "stack", f"stack expects each tensor to be equal size, but got {list(tensors[0].shape)} at entry 0 "
+                f"and {list(t.shape)} at entry {i}"
             )
     d = _dim(dim, tensors[0].ndim + 1)
     return _named(cat([unsqueeze(t, d) for t in tensors], d), "StackBackward0")
@@ -622,13 +764,16 @@ def split(x, split_size_or_sections, dim=0):
     n = x.shape[axis]
     if isinstance(split_size_or_sections, (int, np.integer)):
         step = int(split_size_or_sections)
-        sizes = [_bmin(step, n - i) for i in range(0, n, step)] or [0]
+        if step < 0 or (step == 0 and n != 0):
+            raise _shape_error("split", f"split_size must be positive (0 only for an empty dimension), got "
+                               f"{step} for dimension {axis} of {list(x.shape)}")
+        sizes = ([_bmin(step, n - i) for i in range(0, n, step)] if step else []) or [0]
     else:
         sizes = list(split_size_or_sections)
         if _bsum(sizes) != n:
-            raise RuntimeError(
-                f"split_with_sizes expects split_sizes to sum exactly to {n} (input tensor's size at dimension "
-                f"{axis}), but got split_sizes={sizes}"
+            raise _shape_error(
+                "split", f"split_with_sizes expects split_sizes to sum exactly to {n} (input tensor's size at "
+                f"dimension {axis}, shape {list(x.shape)}), but got split_sizes={sizes}"
             )
     out, start = [], 0
     for s in sizes:
@@ -652,7 +797,10 @@ def unbind(x, dim=0):
 def _as_index_tensor(k):
     if isinstance(k, Tensor):
         return k
-    return _tensor(np.asarray(k))
+    a = np.asarray(k)
+    if isinstance(k, list) and a.size == 0:
+        a = a.astype(np.int64)  # `x[[]]` selects nothing (an empty list has no dtype of its own)
+    return _tensor(a)
 
 
 def _canonical_index(x, key):
@@ -712,11 +860,47 @@ def _canonical_index(x, key):
             )
     for a in range(axis, x.ndim):
         spec.append(P.Slice(0, x.shape[a], 1))
+    if len(idx) > 1:
+        try:
+            np.broadcast_shapes(*(tuple(i.shape) for i in idx))
+        except ValueError:
+            raise IndexError(
+                "shape mismatch: indexing tensors could not be broadcast together with shapes "
+                + ", ".join(str(list(i.shape)) for i in idx)
+            ) from None
     return tuple(spec), idx
+
+
+def _split_ints(x, spec):
+    """PyTorch applies integer indices before tensor indices (NumPy would treat them as
+    advanced indices, which moves result dimensions): a spec of the basic part (ints,
+    slices, None) and one of the tensor indices over its result."""
+    first, second, axis = [], [], 0
+    for e in spec:
+        if e is None:
+            first.append(None)
+            second.append(P.Slice(0, 1, 1))
+            continue
+        if isinstance(e, P.Arg):
+            first.append(P.Slice(0, x.shape[axis], 1))
+            second.append(e)
+        else:
+            first.append(e)
+            if isinstance(e, P.Slice):
+                second.append(P.Slice(0, len(range(e.start, e.stop, e.step)), 1))
+        axis += 1
+    return tuple(first), tuple(second)
+
+
+def _mixes_ints(spec, idx):
+    return bool(idx) and builtins.any(isinstance(e, int) for e in spec)
 
 
 def getitem(x, key):
     spec, idx = _canonical_index(x, key)
+    if _mixes_ints(spec, idx):
+        first, second = _split_ints(x, spec)
+        return _named(P.index(P.index(x, spec=first), *idx, spec=second), "IndexBackward0")
     if not idx and builtins.all(isinstance(e, P.Slice) and e == (0, s, 1) for e, s in zip(spec, x.shape)) and len(spec) == x.ndim:
         return x if not x.requires_grad else P.reshape(x, shape=tuple(x.shape))
     return _named(P.index(x, *idx, spec=spec), "IndexBackward0")
@@ -725,6 +909,13 @@ def getitem(x, key):
 def index_put(x, key, value):
     """x with x[key] = value, out of place (what `x[key] = value` computes)."""
     spec, idx = _canonical_index(x, key)
+    if _mixes_ints(spec, idx):
+        first, second = _split_ints(x, spec)
+        return _put(x, first, [], _put(P.index(x, spec=first), second, idx, value))
+    return _put(x, spec, idx, value)
+
+
+def _put(x, spec, idx, value):
     target = P.index(x, *idx, spec=spec)
     v = expand(to_dtype(_tensor(value), x.dtype), tuple(target.shape))
     if not x.dtype.is_floating_point:
@@ -756,10 +947,7 @@ def nonzero(x, as_tuple=False):
 # ---------------------------------------------------------------- softmax family
 def softmax(x, dim, dtype=None):
     x = _tensor(x) if dtype is None else to_dtype(x, dtype)
-    with autograd.no_grad():
-        m = amax(x, dim, keepdim=True)
-        m = where(isinf(m), 0.0, m)
-    e = exp(sub(x, m))
+    e = exp(sub(x, _max_shift(x, _axes(dim, x.ndim))))
     return _named(div(e, sum(e, dim, keepdim=True)), "SoftmaxBackward0")
 
 

@@ -7,6 +7,8 @@ tell when a saved tensor was changed.
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from . import autograd
@@ -210,6 +212,11 @@ class Tensor:
         self._version = [0]
 
     def retain_grad(self):
+        """Keep this non-leaf tensor's gradient in `.grad` on backward (leaves always do)."""
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self.grad_fn is not None:
+            self.grad_fn.retained = weakref.ref(self)
         self._retains_grad = True
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
@@ -238,7 +245,7 @@ class Tensor:
             grads = autograd.run_backward([self], [gradient], retain, create_graph, inputs=inputs)
             for i, g in zip(inputs, grads):
                 if g is not None:
-                    i.grad = g.detach() if i.grad is None else i.grad + g.detach()
+                    i.grad = g.detach().clone() if i.grad is None else i.grad + g.detach()
             return
         autograd.run_backward([self], [gradient], retain, create_graph)
 
@@ -262,6 +269,8 @@ class Tensor:
             raise RuntimeError(f"result type {result.dtype.name} can't be cast to the desired output type {self.dtype.name}")
         if not self._data.flags.writeable:
             self._data = self._data.copy()
+        if result.dtype is not self.dtype and result.grad_fn is not None:
+            result = _ops.to_dtype(result, self.dtype)  # backward then sees self's dtype
         np.copyto(self._data, np.broadcast_to(result._data, self._data.shape), casting="unsafe")
         self._version[0] += 1
         if autograd.is_grad_enabled() and result.grad_fn is not None:
@@ -269,14 +278,36 @@ class Tensor:
             self.requires_grad = True
         return self
 
+    def _old(self):
+        """Self as an operand of an in-place op whose backward reads it: a snapshot when
+        autograd records, so overwriting self leaves the saved value intact (PyTorch saves
+        `original_self` the same way)."""
+        if not (autograd.is_grad_enabled() and self.grad_fn is not None):
+            return self
+        t = Tensor._wrap(self._data.copy())
+        t.grad_fn, t.requires_grad = self.grad_fn, True
+        return t
+
+    def _overwrite(self, value):
+        """`value` in self's dtype and shape; when autograd records, an op of self with a zero
+        gradient to self (and the gradient to `value`), as fill_ and copy_ are in PyTorch."""
+        if _ops._is_scalar(value):
+            value = _ops._literal(value, self.dtype)
+        else:
+            value = _ops.to_dtype(value, self.dtype)
+        tracked = self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)
+        if not (autograd.is_grad_enabled() and tracked):
+            return value if isinstance(value, Tensor) else _ops.full_like(self, value)
+        return _ops.where(Tensor._wrap(np.ones(tuple(self.shape), np.bool_)), value, self)
+
     def zero_(self):
-        return self._assign(_ops.zeros_like(self))
+        return self._assign(self._overwrite(0))
 
     def fill_(self, value):
-        return self._assign(_ops.full_like(self, value))
+        return self._assign(self._overwrite(value))
 
     def copy_(self, src):
-        return self._assign(src if isinstance(src, Tensor) else Tensor(src))
+        return self._assign(self._overwrite(src))
 
     def add_(self, other, *, alpha=1):
         return self._assign(_ops.add(self, other, alpha=alpha))
@@ -285,10 +316,10 @@ class Tensor:
         return self._assign(_ops.sub(self, other, alpha=alpha))
 
     def mul_(self, other):
-        return self._assign(_ops.mul(self, other))
+        return self._assign(_ops.mul(self._old(), other))
 
     def div_(self, other):
-        return self._assign(_ops.div(self, other))
+        return self._assign(_ops.div(self._old(), other))
 
     def clamp_(self, min=None, max=None):  # noqa: A002
         return self._assign(_ops.clamp(self, min, max))
@@ -315,10 +346,10 @@ class Tensor:
         return self._assign(_ops.relu(self))
 
     def pow_(self, e):
-        return self._assign(_ops.pow(self, e))
+        return self._assign(_ops.pow(self._old(), e))
 
     def maximum_(self, other):
-        return self._assign(_ops.maximum(self, other))
+        return self._assign(_ops.maximum(self._old(), other))
 
     def uniform_(self, a=0.0, b=1.0):
         from . import random
@@ -392,23 +423,35 @@ class Tensor:
         return _ops.abs(self)
 
     def __invert__(self):
-        return _ops.logical_not(self)
+        return _ops.bitwise_not(self)
 
     def __and__(self, o):
-        return _ops.logical_and(self, o)
+        return _ops.bitwise_and(self, o)
 
     __rand__ = __and__
 
     def __or__(self, o):
-        return _ops.logical_or(self, o)
+        return _ops.bitwise_or(self, o)
 
     __ror__ = __or__
 
+    def __floordiv__(self, o):
+        return _ops.floor_divide(self, o)
+
+    def __rfloordiv__(self, o):
+        return _ops.floor_divide(o, self)
+
+    def __mod__(self, o):
+        return _ops.remainder(self, o)
+
+    def __rmod__(self, o):
+        return _ops.remainder(o, self)
+
     def __eq__(self, o):
-        return _ops.eq(self, o)
+        return False if o is None else _ops.eq(self, o)
 
     def __ne__(self, o):
-        return _ops.ne(self, o)
+        return True if o is None else _ops.ne(self, o)
 
     def __lt__(self, o):
         return _ops.lt(self, o)
@@ -481,6 +524,11 @@ class Tensor:
     def new_ones(self, *size, dtype=None):
         return _ops.ones(*size, dtype=dtype or self.dtype)
 
+    def new_full(self, size, fill_value, dtype=None):
+        from .creation import full
+
+        return full(size, fill_value, dtype=dtype or self.dtype)
+
     def new_tensor(self, data, dtype=None):
         return Tensor(data, dtype=dtype or self.dtype)
 
@@ -504,7 +552,7 @@ def _install_methods():
     reshape view flatten squeeze unsqueeze expand expand_as reshape_as view_as split chunk gather where
     softmax log_softmax eq ne lt le gt ge logical_not logical_and logical_or add sub mul div
     square masked_fill any all isnan isinf isfinite repeat t unbind outer dot floor_divide
-    nonzero cumsum""".split()
+    nonzero cumsum remainder bitwise_and bitwise_or bitwise_not""".split()
     for name in names:
         if not hasattr(Tensor, name) and hasattr(_ops, name):
             setattr(Tensor, name, getattr(_ops, name))

@@ -44,6 +44,15 @@ def _fmt(shape) -> str:
     return "[" + ", ".join(map(str, shape)) + "]"
 
 
+def _pairs_to_check(updated, staged, bound):
+    """(updated, other) pairs whose overlap a bind could have changed: only pairs
+    with a newly staged array, so re-binding a batch costs O(updated x staged)."""
+    for t in updated:
+        for name in (bound if t in staged else staged):
+            if name != t:
+                yield t, name
+
+
 class CompiledGraph:
     def __init__(self, graph: Graph, lowered: Lowered, optimized_ir: str, obj: bytes):
         """Load object code for `lowered` (from `jit.optimize`, or a cache) into a fresh JIT."""
@@ -112,9 +121,9 @@ class CompiledGraph:
                 a = np.require(a, v.dtype.np, ["C", "A"])
             staged[name] = a
         bound = {**self._bound, **staged}
-        for t in self._updated & bound.keys():
-            for name, a in bound.items():
-                if name != t and np.may_share_memory(bound[t], a):
+        for t, name in _pairs_to_check(self._updated & bound.keys(), staged.keys(), bound.keys()):
+            a = bound[name]
+            if np.may_share_memory(bound[t], a):
                     raise ValueError(f"%{t} is updated in place but its array overlaps the array bound to %{name}; "
                                      "bind separate arrays (e.g. a .copy())")
         self._bound = bound

@@ -24,7 +24,8 @@ def broadcast_shapes(*shapes) -> tuple:
     for i in range(-1, -ndim - 1, -1):  # from the last axis, as PyTorch reports mismatches
         sizes = {s[i] for s in shapes if len(s) >= -i} - {1}
         if len(sizes) > 1:
-            a, b = [s for s in shapes if len(s) >= -i and s[i] != 1][:2]
+            a = next(s for s in shapes if len(s) >= -i and s[i] != 1)
+            b = next(s for s in shapes if len(s) >= -i and s[i] not in (1, a[i]))
             raise ShapeError(
                 f"shapes {fmt(a)} and {fmt(b)} cannot be broadcast: the size of tensor a ({a[i]}) must "
                 f"match the size of tensor b ({b[i]}) at non-singleton dimension {ndim + i}"
@@ -95,6 +96,13 @@ def _sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
+def _sign(x):
+    # as PyTorch: sign(nan) is 0, sign of a bool is itself
+    if x.dtype == np.bool_:
+        return x.copy()
+    return np.sign(x) if x.dtype.kind != "f" else np.where(np.isnan(x), 0, np.sign(x)).astype(x.dtype)
+
+
 _erf_scalar = np.vectorize(math.erf, otypes=[np.float64])
 
 
@@ -108,7 +116,7 @@ log = _unary("log", np.log, lambda g, x, out: div(g, x))
 log1p = _unary("log1p", np.log1p, lambda g, x, out: div(g, add(x, 1.0)))
 sqrt = _unary("sqrt", np.sqrt, lambda g, x, out: div(g, mul(out, 2.0)))
 abs = _unary("abs", np.abs, lambda g, x, out: mul(g, sign(x)), allowed=None)  # noqa: A001
-sign = _unary("sign", np.sign, lambda g, x, out: mul(g, 0.0), allowed=None)
+sign = _unary("sign", _sign, lambda g, x, out: mul(g, 0.0), allowed=None)
 sin = _unary("sin", np.sin, lambda g, x, out: mul(g, cos(x)))
 cos = _unary("cos", np.cos, lambda g, x, out: neg(mul(g, sin(x))))
 tanh = _unary("tanh", np.tanh, lambda g, x, out: mul(g, sub(1.0, mul(out, out))))
@@ -132,12 +140,13 @@ def _pow_dy(g, x, y, out):
     return where(logical_and(eq(x, 0.0), ge(y, 0.0)), 0.0, mul(g, mul(out, log(x))))
 
 
-def _share(pick, mine):
-    """maximum/minimum: PyTorch splits the gradient evenly between equal operands."""
+def _share(loses, mine):
+    """maximum/minimum: PyTorch splits the gradient evenly between equal operands, and
+    an operand gets it unless it loses (so both get it where a NaN makes the result)."""
 
     def rule(g, x, y, out):
         a, b = (x, y) if mine == 0 else (y, x)
-        return where(pick(a, b), g, where(eq(a, b), mul(g, 0.5), 0.0))
+        return where(loses(a, b), 0.0, where(eq(a, b), mul(g, 0.5), g))
 
     return rule
 
@@ -152,9 +161,19 @@ div = _binary(
     lambda g, x, y, out: neg(mul(g, div(out, y))),
     allowed="float",
 )
-pow = _binary("pow", np.power, _pow_dx, _pow_dy)  # noqa: A001
-maximum = _binary("maximum", np.maximum, _share(lambda a, b: gt(a, b), 0), _share(lambda a, b: gt(a, b), 1))
-minimum = _binary("minimum", np.minimum, _share(lambda a, b: lt(a, b), 0), _share(lambda a, b: lt(a, b), 1))
+def _pow_impl(x, y):
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype.kind not in "iu" or y.dtype.kind not in "iu" or not (y < 0).any():
+        return np.power(x, y)
+    # integer x ** -k truncates as in PyTorch: 1 for x == 1, +-1 for x == -1, 0 otherwise
+    neg = y < 0
+    r = np.power(x, np.where(neg, 0, y))
+    return np.where(neg, np.where(x == 1, 1, np.where(x == -1, 1 - 2 * (y % 2), 0)), r).astype(r.dtype)
+
+
+pow = _binary("pow", _pow_impl, _pow_dx, _pow_dy)  # noqa: A001
+maximum = _binary("maximum", np.maximum, _share(lambda a, b: lt(a, b), 0), _share(lambda a, b: lt(a, b), 1))
+minimum = _binary("minimum", np.minimum, _share(lambda a, b: gt(a, b), 0), _share(lambda a, b: gt(a, b), 1))
 
 eq = _binary("eq", np.equal, out_dtype=dtypes.bool_, kind="compare")
 ne = _binary("ne", np.not_equal, out_dtype=dtypes.bool_, kind="compare")

@@ -20,7 +20,7 @@ def _matmul_shape(a, b):
     try:
         batch = broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2]))
     except ShapeError as e:
-        raise ShapeError(f"batch dimensions: {e}") from None
+        raise ShapeError(f"batch dimensions of {fmt(a.shape)} and {fmt(b.shape)} do not match: {e}") from None
     return Aval(batch + (a.shape[-2], b.shape[-1]), _same_dtype("matmul", [a, b]))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes
-from .elementwise import convert, div, eq, mul
+from .elementwise import convert, div, eq, mul, sub, where
 from .registry import Aval, Primitive, ShapeError
 from .shape import broadcast, reshape
 
@@ -65,8 +65,8 @@ def _max_vjp(g, x, out, *, axes):
 
 
 def _max_impl(x, *, axes):
-    if x.size == 0:
-        raise ShapeError("max of an empty tensor has no identity: specify a non-empty tensor")
+    if any(x.shape[a] == 0 for a in axes):
+        raise ShapeError("max over an empty dimension has no identity: reduce over non-empty dimensions")
     return np.asarray(np.max(x, axis=axes))
 
 
@@ -74,8 +74,20 @@ reduce_max = Primitive("max", _max_impl, _reduce_shape(), (_max_vjp,), kind="red
 
 
 def _prod_vjp(g, x, out, *, axes):
-    # out / x; exact for non-zero operands
-    return mul(expand_back(g, x.shape, axes), div(expand_back(out, x.shape, axes), x))
+    # d/dx_i is the product of the other elements, exact at zeros (no out / x) and written so
+    # that its own derivative is exact too: p is the product of a slice's non-zero elements,
+    # n the number of its zeros, z the sum of its zeros (0, but carrying their derivative)
+    def back(r):
+        return expand_back(r, x.shape, axes)
+
+    zero = eq(x, 0.0)
+    nz = where(zero, 1.0, x)
+    p = back(reduce_prod(nz, axes=axes))
+    n = back(reduce_sum(convert(zero, dtype=x.dtype), axes=axes))
+    z = back(reduce_sum(where(zero, x, 0.0), axes=axes))
+    at_zero = where(eq(n, 1.0), p, where(eq(n, 2.0), mul(sub(z, x), p), 0.0))
+    elsewhere = where(eq(n, 0.0), div(p, nz), where(eq(n, 1.0), mul(z, div(p, nz)), 0.0))
+    return mul(back(g), where(zero, at_zero, elsewhere))
 
 
 reduce_prod = Primitive(
