@@ -157,13 +157,22 @@ multiply, subtract = mul, sub
 def floor_divide(a, b):
     (a, b), d = _promoted(a, b)
     with autograd.no_grad():
-        r = np.floor_divide(np.asarray(a._data if isinstance(a, Tensor) else a), np.asarray(b._data if isinstance(b, Tensor) else b))
+        num, den = (np.asarray(x._data if isinstance(x, Tensor) else x) for x in (a, b))
+        _check_int_divisor(den, d)
+        r = np.floor_divide(num, den)
     return Tensor._wrap(np.asarray(r, d.np))
 
 
+def _check_int_divisor(den, d):
+    if not d.is_floating_point and (np.asarray(den) == 0).any():
+        raise RuntimeError("ZeroDivisionError: integer division by zero")
+
+
 def _trunc_div(a, b):
+    (a, b), d = _promoted(a, b)
+    _check_int_divisor(b._data if isinstance(b, Tensor) else b, d)
     q = div(a, b)
-    return Tensor._wrap(np.trunc(q._data).astype(_dt.result_type(a, b).np))
+    return Tensor._wrap(np.trunc(q._data).astype(d.np))
 
 
 def pow(a, b):  # noqa: A001

@@ -95,8 +95,10 @@ def rand_array(rng, shape, dtype="float64", kind="normal", ties=False):
     if dtype == "bool":
         return np.asarray(rng.random(shape) < 0.5)
     if dtype in ("int64", "int32"):
-        lo = 1 if kind == "positive" else -5
-        return np.asarray(rng.integers(lo, 6, size=shape), dtype=dtype)
+        a = rng.integers(1 if kind in ("positive", "nonzero") else -5, 6, size=shape)
+        if kind == "nonzero":
+            a = a * rng.choice([-1, 1], size=shape)
+        return np.asarray(a, dtype=dtype)
     if ties:
         a = rng.integers(-2, 3, size=shape).astype(np.float64)
         if kind == "positive":

@@ -118,6 +118,14 @@ def test_promotion_cases(name, f):
     assert_same(f(gradc), f(torch))
 
 
+def test_float_alpha_with_integer_operands_raises():
+    for m in (gradc, torch):
+        with pytest.raises(RuntimeError, match="alpha"):
+            m.add(m.tensor([5]), m.tensor([2]), alpha=0.5)
+        assert m.sub(m.tensor([5]), m.tensor([2]), alpha=2).tolist() == [1]
+        assert m.add(m.tensor([5]), m.tensor([2.0]), alpha=0.5).tolist() == [6.0]
+
+
 def test_matmul_does_not_promote():
     for m in (gradc, torch):
         with pytest.raises(RuntimeError, match="same dtype"):

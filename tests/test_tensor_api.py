@@ -141,6 +141,10 @@ CREATE = {
     "full_like": lambda m: m.full_like(m.tensor([1, 2]), 4),
     "ones_like_dtype": lambda m: m.ones_like(m.tensor([1, 2]), dtype=m.float32),
     "empty_shape": lambda m: m.empty(2, 3).shape,
+    "new_zeros": lambda m: m.tensor([1, 2]).new_zeros(2, 3),
+    "new_ones": lambda m: m.tensor([1.0], dtype=m.float64).new_ones((2,)),
+    "new_full": lambda m: m.tensor([1.0]).new_full((2,), 3),
+    "new_tensor": lambda m: m.tensor([1.0], dtype=m.float64).new_tensor([1, 2]),
 }
 
 
