@@ -167,3 +167,39 @@ def test_forward_of_a_module_traces_with_parameter_names():
     g = gradc.trace(m, gradc.ones(2, 3)).ir()
     assert [v.name for v in g.inputs] == ["0.weight", "0.bias", "input"]
     assert g.outputs and not g.updates
+
+
+LOSSES = {
+    "mse": (lambda: nn.MSELoss(), lambda out, y: (out, gradc.nn.functional.one_hot(y, 4).to(out.dtype))),
+    "l1": (lambda: nn.L1Loss(reduction="sum"), lambda out, y: (out, gradc.nn.functional.one_hot(y, 4).to(out.dtype))),
+    "nll": (lambda: nn.NLLLoss(), lambda out, y: (gradc.log_softmax(out, 1), y)),
+    "bce_logits": (lambda: nn.BCEWithLogitsLoss(), lambda out, y: (out, gradc.nn.functional.one_hot(y, 4).to(out.dtype))),
+    "bce": (lambda: nn.BCELoss(), lambda out, y: (gradc.sigmoid(out), gradc.nn.functional.one_hot(y, 4).to(out.dtype))),
+}
+
+
+@pytest.mark.parametrize("loss_name", sorted(LOSSES))
+def test_every_loss_traces_and_steps_like_eager(loss_name):
+    make_loss, prepare = LOSSES[loss_name]
+
+    def make():
+        gradc.manual_seed(3)
+        model = nn.Sequential(nn.Linear(6, 8), nn.GELU(), nn.Linear(8, 4)).double()
+        optimizer = optim.Adam(model.parameters(), lr=1e-2)
+        criterion = make_loss()
+
+        def step(x, y):
+            loss = criterion(*prepare(model(x), y))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            return loss
+
+        return model, step
+
+    (model_e, step_e), (model_c, step_c) = make(), make()
+    compiled = CompiledStep(step_c, backend=InterpretedGraph)
+    for x, y in batches(3, gradc.float64):
+        np.testing.assert_allclose(compiled(x, y).item(), step_e(x, y).item(), rtol=1e-10)
+    for pe, pc in zip(model_e.parameters(), model_c.parameters()):
+        np.testing.assert_allclose(pc.detach().numpy(), pe.detach().numpy(), rtol=1e-10, atol=1e-12)
