@@ -464,8 +464,9 @@ graph g(
 # ================================================================ golden tests: pipelines on real steps
 @pytest.mark.parametrize("name", ["linreg", "mlp_adam"])
 def test_default_pipeline_golden(name):
+    # the default pipeline's rewrites; what fuse and plan add is pinned in test_fuse.py and test_plan.py
     g = parse((GOLDEN / f"{name}.autodiff.ir").read_text())
-    out = run_pipeline(g).graph
+    out = run_pipeline(g, "simplify,fold,cse,dce").graph
     assert str(out) == (GOLDEN / f"{name}.optimized.ir").read_text()
 
 
@@ -503,14 +504,18 @@ graph g(
     assert res["optimized"] is res.graph and res.pipeline == "dce,cse"
     dce_rec, cse_rec = res.records
     # matmul 2*M*N*K = 2*2*4*3, add 8 elements, sum reads 8; bytes: f32 outputs 8+8+8+8+4
-    assert dce_rec.before == dce_rec.after == {"nodes": 5, "flops": 48 + 8 + 8, "bytes": 4 * (8 + 8 + 8 + 8 + 4)}
-    assert cse_rec.after == {"nodes": 4, "flops": 64, "bytes": 4 * (8 + 8 + 8 + 4)}
+    def counts(stats):  # the arena depends on the host's GEMM scratch size: test_plan.py checks it
+        return {k: v for k, v in stats.items() if k != "arena"}
+
+    assert counts(dce_rec.before) == counts(dce_rec.after) == {
+        "nodes": 5, "kernels": 5, "flops": 48 + 8 + 8, "bytes": 4 * (8 + 8 + 8 + 8 + 4)}
+    assert counts(cse_rec.after) == {"nodes": 4, "kernels": 4, "flops": 64, "bytes": 4 * (8 + 8 + 8 + 4)}
     assert dce_rec.diff == "" and cse_rec.seconds >= 0
     assert "-  %3: f32[4,2] = transpose %1 {perm=(1, 0)}\n" in cse_rec.diff
     assert "+  %4: f32[4,2] = add %2, %2\n" in cse_rec.diff
     table = format_report(res.records)
     lines = table.splitlines()
-    assert lines[0].split() == ["pass", "nodes", "flops", "bytes", "ms"]
+    assert lines[0].split() == ["pass", "nodes", "kernels", "flops", "bytes", "arena", "ms"]
     assert lines[1].split()[:2] == ["(input)", "5"] and lines[3].split()[:3] == ["cse", "4", "(-1)"]
 
 
@@ -721,7 +726,7 @@ def opt(capsys, *argv, stdin=None, monkeypatch=None):
 
 def test_opt_runs_a_pipeline_on_a_file(capsys):
     path = str(GOLDEN / "linreg.autodiff.ir")
-    rc, out, err = opt(capsys, path, "--passes=default", "--stats", "--verify")
+    rc, out, err = opt(capsys, path, "--passes=simplify,fold,cse,dce", "--stats", "--verify")
     assert rc == 0 and out == (GOLDEN / "linreg.optimized.ir").read_text()
     assert [line.split()[0] for line in err.splitlines()] == ["pass", "(input)", "simplify", "fold", "cse", "dce"]
 
@@ -808,6 +813,7 @@ def test_opt_as_a_module_and_as_the_gradc_command():
     path = str(GOLDEN / "linreg.autodiff.ir")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
     for cmd in ([sys.executable, "-m", "gradc.passes.opt_cli"], [sys.executable, "-m", "gradc", "opt"]):
-        r = subprocess.run(cmd + [path, "--passes=default"], capture_output=True, text=True, env=env, timeout=60)
+        r = subprocess.run(cmd + [path, "--passes=simplify,fold,cse,dce"], capture_output=True, text=True, env=env,
+                           timeout=60)
         assert r.returncode == 0, r.stderr
         assert r.stdout == (GOLDEN / "linreg.optimized.ir").read_text()

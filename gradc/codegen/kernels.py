@@ -87,27 +87,30 @@ def _operand_dtypes(node: Node) -> list:
 
 
 # ---------------------------------------------------------------- elementwise
+def apply(fb: FunctionBuilder, node: Node, regs: list) -> str:
+    """The elementwise op of `node` on one element, given the registers of its value
+    operands in order (its literal operands become constants); returns the result."""
+    ds, it = _operand_dtypes(node), iter(regs)
+    args = [next(it) if isinstance(o, Value) else const(o, t) for o, t in zip(node.operands, ds)]
+    d = ds[-1]
+    if node.op == "convert":
+        return scalar.convert(fb, args[0], node.operands[0].dtype, node.out.dtype)
+    if node.op == "where":
+        t = reg_type(node.out.dtype)
+        return fb.op(f"select i1 {args[0]}, {t} {args[1]}, {t} {args[2]}")
+    if len(args) == 1:
+        return scalar.unary(fb, node.op, args[0], d)
+    return scalar.binary(fb, node.op, args[0], args[1], d)
+
+
 def elementwise(k: Kernel) -> None:
     node, fb, out = k.node, k.fb, k.out
     values = [o for o in node.operands if isinstance(o, Value)]
     accesses = [k.out_access()] + [k.access(v, broadcast_strides(v.shape, out.shape)) for v in values]
-    ds = _operand_dtypes(node)
-    d = ds[-1]
 
     def body(ptrs):
-        it = iter(ptrs[1:])
-        args = [scalar.load(fb, next(it), t) if isinstance(o, Value) else const(o, t)
-                for o, t in zip(node.operands, ds)]
-        if node.op == "convert":
-            r = scalar.convert(fb, args[0], node.operands[0].dtype, out.dtype)
-        elif node.op == "where":
-            t = reg_type(out.dtype)
-            r = fb.op(f"select i1 {args[0]}, {t} {args[1]}, {t} {args[2]}")
-        elif len(args) == 1:
-            r = scalar.unary(fb, node.op, args[0], d)
-        else:
-            r = scalar.binary(fb, node.op, args[0], args[1], d)
-        scalar.store(fb, r, ptrs[0], out.dtype)
+        regs = [scalar.load(fb, p, v.dtype) for p, v in zip(ptrs[1:], values)]
+        scalar.store(fb, apply(fb, node, regs), ptrs[0], out.dtype)
 
     strided_loops(fb, out.shape, accesses, body)
 
@@ -171,22 +174,34 @@ def reduce(k: Kernel) -> None:
     """
     node, fb, out = k.node, k.fb, k.out
     x, axes = node.operands[0], node.attrs["axes"]
-    d = out.dtype
-    init = _identity(node.op, d)
-    strided_loops(fb, out.shape, [k.out_access()], lambda p: scalar.store(fb, init, p[0], d))
+    fill_identity(fb, node, k.ptr(out))
     os, j = contiguous_strides(out.shape), iter(range(out.ndim))
     o_strides = tuple(0 if i in axes else os[next(j)] for i in range(x.ndim))
 
     def body(p):
-        acc = scalar.load(fb, p[0], d)
-        v = scalar.convert(fb, scalar.load(fb, p[1], x.dtype), x.dtype, d)
-        if node.op == "max":
-            r = scalar.binary(fb, "maximum", acc, v, d)
-        else:
-            r = scalar.binary(fb, "add" if node.op == "sum" else "mul", acc, v, d, REDUCE_FLAGS)
-        scalar.store(fb, r, p[0], d)
+        fold(fb, node, scalar.load(fb, p[1], x.dtype), p[0])
 
     strided_loops(fb, x.shape, [k.access(out, o_strides), k.access(x)], body)
+
+
+def fill_identity(fb: FunctionBuilder, node: Node, ptr: str) -> None:
+    """Set the output of reduction `node` (at `ptr`) to its identity, before folding."""
+    d, out = node.out.dtype, node.out
+    init = _identity(node.op, d)
+    strided_loops(fb, out.shape, [Access(ptr, mem_type(d), 0, contiguous_strides(out.shape))],
+                  lambda p: scalar.store(fb, init, p[0], d))
+
+
+def fold(fb: FunctionBuilder, node: Node, x: str, acc_ptr: str) -> None:
+    """Fold one element `x` (a register of the operand's dtype) into reduction `node`'s accumulator."""
+    d = node.out.dtype
+    acc = scalar.load(fb, acc_ptr, d)
+    v = scalar.convert(fb, x, node.operands[0].dtype, d)
+    if node.op == "max":
+        r = scalar.binary(fb, "maximum", acc, v, d)
+    else:
+        r = scalar.binary(fb, "add" if node.op == "sum" else "mul", acc, v, d, REDUCE_FLAGS)
+    scalar.store(fb, r, acc_ptr, d)
 
 
 def argmax(k: Kernel) -> None:

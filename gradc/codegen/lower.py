@@ -1,14 +1,22 @@
-"""Lower an IR graph to one LLVM module: a kernel function per node and an entry.
+"""Lower an IR graph to one LLVM module: a function per kernel and an entry.
 
 Calling convention (what the runtime and a future C export rely on): the
 entry `void gradc_<graph>(ptr table)` receives one pointer to a table of
 buffer addresses: `table[0]` the arena (64-byte aligned, owned by gradc;
 its first word is the status), `table[1]` the constants blob, `table[2+i]`
-the buffer of graph input i. Each node's result lives at a fixed offset in
-the arena; constants at fixed offsets in the blob (no kernel). The step
-computes every node, then, unless a kernel reported an index out of range in
-the status word, copies the update values into their params and state: all
-reads of a param happen before it is overwritten.
+the buffer of graph input i. Where each kernel's values live in the arena is
+the graph's plan (passes/plan.py; without one, one buffer after the other);
+constants sit at fixed offsets in the blob (no kernel). The step runs every
+kernel in order, then, unless a kernel reported an index out of range in
+the status word, copies the update values into their params and state (an
+update the plan writes in place needs no copy; the status is checked before
+the first such kernel runs, so a failed step changes no param).
+
+A kernel is a group of nodes made by the `fuse` pass (an unfused graph has
+one per node). A node alone is emitted by its op's lowering (kernels.py); a
+fused kernel by the stages `passes.fuse.analyze` lays out: loop nests whose
+bodies compute the members in registers and store what is used outside,
+around at most one GEMM or reduction.
 """
 from __future__ import annotations
 
@@ -18,22 +26,16 @@ from typing import NamedTuple
 import numpy as np
 
 from ..ir.graph import Graph, Node
+from ..passes.fuse import operands
+from ..passes.plan import (  # noqa: F401 - the runtime imports the slot numbers from here
+    ALIGN, ARENA_SLOT, CONSTS_SLOT, FIRST_INPUT_SLOT, Buffer, layout,
+)
 from ..prims import REGISTRY, Arg
-from . import kernels
+from . import gemm, kernels, scalar
+from .emitter import FunctionBuilder, mem_type, quote
 from .kernels import nbytes
-from .emitter import FunctionBuilder, quote
+from .loops import Access, contiguous_strides, strided_loops
 from .scalar import ipow_helpers
-
-ARENA_SLOT, CONSTS_SLOT, FIRST_INPUT_SLOT = 0, 1, 2
-STATUS_BYTES = 64  # the status word, padded to keep buffers 64-byte aligned
-ALIGN = 64
-
-
-class Buffer(NamedTuple):
-    region: str  # "arena", "const" or "input"
-    offset: int  # bytes into the arena or blob; the table slot for inputs
-    nbytes: int
-    align: int
 
 
 class IndexCheck(NamedTuple):
@@ -54,10 +56,6 @@ class Lowered(NamedTuple):
     outputs: list  # Buffer of each graph output
     input_checks: list  # IndexChecks on graph inputs, done before each call
     node_names: dict  # status code -> node description
-
-
-def _round(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
 
 
 def describe(n: Node) -> str:
@@ -97,33 +95,38 @@ def entry_name(graph: Graph) -> str:
 
 
 def lower_graph(graph: Graph) -> Lowered:
-    buffers, scratch, copies, arena_bytes, consts = _plan_memory(graph)
+    lay = layout(graph)
     input_checks, checked, node_names = _plan_index_checks(graph)
+    node_ids = {n.out.name: i for i, n in enumerate(graph.nodes, 1)}
     decls: set = set()
     functions = [ipow_helpers()]
     entry = FunctionBuilder(f"define void @{entry_name(graph)}(ptr noalias nonnull %table) nounwind", decls)
-    ptr = _EntryPointers(entry, buffers)
+    ptr = _EntryPointers(entry, lay.buffers)
     entry.emit(f"store i64 0, ptr {ptr.arena}")
-    for node_id, n in enumerate(graph.nodes, 1):
-        if n.op == "const":
-            continue
-        fn, args = _kernel(n, node_id, buffers, checked.get(node_id, set()), scratch.get(n.out.name), decls)
+    done = entry.fresh("done")
+    guarded = False
+    for k, spec in lay.kernels:
+        writes_param = any(v.name in lay.in_place for v in spec.stores)
+        if writes_param and checked and not guarded:  # a failed index check must leave params as they were
+            ok = entry.fresh("in_place")
+            status = entry.op(f"load i64, ptr {ptr.arena}")
+            entry.emit(f"br i1 {entry.op(f'icmp eq i64 {status}, 0')}, label {ok}, label {done}")
+            entry.label(ok)
+            guarded = True
+        fn, name, args = _kernel(k, spec, lay, checked, node_ids, decls)
         functions.append(fn)
-        call_args = [f"ptr {ptr.of(name)}" for name in args]
-        if n.out.name in scratch:
-            call_args.append(f"ptr {ptr.at(scratch[n.out.name])}")
-        if node_id in checked:
-            call_args.append(f"ptr {ptr.arena}")
-        entry.emit(f"call void {quote(f'{n.op}.{n.out.name}')}({', '.join(call_args)})")
-    for name, buf in copies.items():
+        entry.emit(f"call void {name}({', '.join(f'ptr {ptr.at(b)}' for b in args)})")
+    for name, buf in lay.copies.items():
         entry.memcpy(ptr.at(buf), ptr.of(name), buf.nbytes)
-    if checked:  # a kernel found an index out of range: leave params and state as they were
-        ok, done = entry.fresh("update"), entry.fresh("done")
+    if checked and not guarded:
+        ok = entry.fresh("update")
         status = entry.op(f"load i64, ptr {ptr.arena}")
         entry.emit(f"br i1 {entry.op(f'icmp eq i64 {status}, 0')}, label {ok}, label {done}")
         entry.label(ok)
     for target, v in graph.updates:
-        src = ptr.at(copies[v.name]) if v.name in copies else ptr.of(v.name)
+        if v.name in lay.in_place:
+            continue
+        src = ptr.at(lay.copies[v.name]) if v.name in lay.copies else ptr.of(v.name)
         entry.memcpy(ptr.of(target.name), src, nbytes(v))
     if checked:
         entry.emit(f"br label {done}")
@@ -133,43 +136,20 @@ def lower_graph(graph: Graph) -> Lowered:
     text = "\n\n".join(
         [f"; gradc graph {graph.name}", *sorted(decls), *functions, entry.text(), "!0 = !{i64 64}\n!1 = !{}\n"]
     )
-    outputs = [copies.get(v.name, buffers[v.name]) for v in graph.outputs]
-    return Lowered(text, entry_name(graph), buffers, arena_bytes, consts, outputs, input_checks, node_names)
+    outputs = [lay.copies.get(v.name, lay.buffers[v.name]) for v in graph.outputs]
+    return Lowered(text, entry_name(graph), lay.buffers, lay.arena_bytes, _consts_blob(graph, lay.buffers),
+                   outputs, input_checks, node_names)
 
 
-def _plan_memory(graph: Graph):
-    """Where every value lives: inputs in their table slots, node results (and
-    kernel scratch) at fixed arena offsets, constants in the blob."""
-    buffers: dict[str, Buffer] = {}
-    for i, v in enumerate(graph.inputs):
-        buffers[v.name] = Buffer("input", FIRST_INPUT_SLOT + i, nbytes(v), v.dtype.itemsize)
-    arena, consts_end, blob, scratch = STATUS_BYTES, 0, [], {}
-
-    def take(nb: int) -> Buffer:
-        nonlocal arena
-        arena += _round(nb)
-        return Buffer("arena", arena - _round(nb), nb, ALIGN)
-
+def _consts_blob(graph: Graph, buffers: dict) -> np.ndarray:
+    ends = [b.offset + b.nbytes for b in buffers.values() if b.region == "const"]
+    blob = np.zeros(max(max(ends, default=0), ALIGN), np.uint8)
     for n in graph.nodes:
         if n.op == "const":
-            buffers[n.out.name] = Buffer("const", consts_end, nbytes(n.out), ALIGN)
-            blob.append((consts_end, n.attrs["value"]))
-            consts_end += _round(nbytes(n.out))
-            continue
-        buffers[n.out.name] = take(nbytes(n.out))
-        if kernels.scratch_bytes(n):
-            scratch[n.out.name] = take(kernels.scratch_bytes(n))
-    # results that are graph inputs are copied first: outputs show the value
-    # before the updates, and an update never reads a buffer another one wrote
-    copies = {}
-    for v in graph.roots():
-        if buffers[v.name].region == "input" and v.name not in copies:
-            copies[v.name] = take(nbytes(v))
-    consts = np.zeros(max(consts_end, ALIGN), np.uint8)
-    for off, value in blob:
-        raw = np.ascontiguousarray(value).view(np.uint8).reshape(-1)
-        consts[off:off + raw.size] = raw
-    return buffers, scratch, copies, arena, consts
+            off = buffers[n.out.name].offset
+            raw = np.ascontiguousarray(n.attrs["value"]).view(np.uint8).reshape(-1)
+            blob[off:off + raw.size] = raw
+    return blob
 
 
 def _plan_index_checks(graph: Graph):
@@ -203,40 +183,121 @@ class _EntryPointers:
         return self.fb.op(f"load ptr, ptr {p}, align 8{meta}", "buf")
 
     def at(self, buf: Buffer) -> str:
-        if buf.region == "input":
-            if buf not in self._done:
-                self._done[buf] = self._slot(buf.offset)
-            return self._done[buf]
-        base = self.arena if buf.region == "arena" else self.consts
-        return self.fb.gep("i8", base, buf.offset)
+        key = (buf.region, buf.offset)
+        if key not in self._done:
+            if buf.region == "input":
+                self._done[key] = self._slot(buf.offset)
+            else:
+                self._done[key] = self.fb.gep("i8", self.arena if buf.region == "arena" else self.consts, buf.offset)
+        return self._done[key]
 
     def of(self, name: str) -> str:
-        if name not in self._done:
-            self._done[name] = self.at(self.buffers[name])
-        return self._done[name]
+        return self.at(self.buffers[name])
 
 
-def _param(buf: Buffer, name: str, readonly: bool) -> str:
+# ---------------------------------------------------------------- kernel functions
+def _touched(spec):
+    """(value, written) for every value the kernel's code reads or writes."""
+    out = [(v, True) for v in spec.stores + spec.temps]
+    for st in spec.stages:
+        if st.kind in ("node", "matmul"):
+            out += [(o, False) for o in operands(st)]
+        else:
+            out += [(v, w) for v, _, w in st.accesses]
+    return out
+
+
+def _kernel(k, spec, lay, checked: dict, node_ids: dict, decls: set):
+    """The function text of kernel `k`, its LLVM name and the Buffers it takes, in order."""
+    params: dict = {}  # (region, offset) -> [Buffer, written, largest size]
+    ptrs = {}
+    for v, written in _touched(spec):
+        buf = lay.buffers[v.name]
+        key = (buf.region, buf.offset)
+        if key not in params:
+            params[key] = [buf, written, buf.nbytes]
+        else:
+            params[key][1] |= written
+            params[key][2] = max(params[key][2], buf.nbytes)
+        ptrs[v.name] = f"%a{list(params).index(key)}"
+    heads = [_param(buf, size, f"%a{j}", not written) for j, (buf, written, size) in enumerate(params.values())]
+    args = [buf for buf, _, _ in params.values()]
+    if k.name in lay.scratch:
+        heads.append(_param(lay.scratch[k.name], lay.scratch[k.name].nbytes, "%scratch", False))
+        args.append(lay.scratch[k.name])
+    node_checks = [node_ids[m.out.name] for m in spec.members if node_ids[m.out.name] in checked]
+    if node_checks:
+        heads.append("ptr noalias nonnull align 64 dereferenceable(8) %status")
+        args.append(Buffer("arena", 0, 8, ALIGN))
+    if len(spec.members) == 1:
+        name = quote(f"{spec.members[0].op}.{spec.members[0].out.name}")
+    else:
+        name = quote(f"{k.name}." + "+".join(dict.fromkeys(m.op for m in spec.members))[:60])
+    fb = FunctionBuilder(f"define internal void {name}({', '.join(heads)}) noinline nounwind", decls)
+    if len(spec.stages) == 1 and spec.stages[0].kind == "node":
+        n = spec.stages[0].node
+        node_id = node_ids[n.out.name]
+        kn = kernels.Kernel(fb, n, ptrs, "%status", checked.get(node_id, set()), node_id, "%scratch")
+        kernels.lowering(n.op, REGISTRY[n.op].kind)(kn)
+        kn.finish()
+    else:
+        for st in spec.stages:
+            _stage(fb, st, ptrs)
+        fb.emit("ret void")
+    return fb.text(), name, args
+
+
+def _param(buf: Buffer, size: int, name: str, readonly: bool) -> str:
     attrs = ["noalias"]
-    if buf.nbytes:
-        attrs += ["nonnull", f"align {buf.align}", f"dereferenceable({buf.nbytes})"]
+    if size:
+        attrs += ["nonnull", f"align {buf.align}", f"dereferenceable({size})"]
     if readonly:
         attrs.append("readonly")
     return f"ptr {' '.join(attrs)} {name}"
 
 
-def _kernel(n: Node, node_id: int, buffers: dict, checked: set, scratch: Buffer | None, decls: set):
-    """The function text of node `n`'s kernel and the value names it takes, in order."""
-    args = [n.out.name] + list(dict.fromkeys(o.name for o in n.inputs))
-    params = [_param(buffers[a], f"%a{j}", j > 0) for j, a in enumerate(args)]
-    if scratch is not None:
-        params.append(_param(scratch, "%scratch", False))
-    if checked:
-        params.append("ptr noalias nonnull align 64 dereferenceable(8) %status")
-    fb = FunctionBuilder(
-        f"define internal void {quote(f'{n.op}.{n.out.name}')}({', '.join(params)}) noinline nounwind", decls
-    )
-    k = kernels.Kernel(fb, n, {a: f"%a{j}" for j, a in enumerate(args)}, "%status", checked, node_id, "%scratch")
-    kernels.lowering(n.op, REGISTRY[n.op].kind)(k)
-    k.finish()
-    return fb.text(), args
+def _stage(fb: FunctionBuilder, st, ptrs: dict) -> None:
+    if st.kind == "matmul":
+        return _matmul(fb, st, ptrs)
+    if st.kind == "reduce":
+        kernels.fill_identity(fb, st.node, ptrs[st.node.out.name])
+    accesses = [Access(ptrs[v.name], mem_type(v.dtype), 0, s) for v, s, _ in st.accesses]
+
+    def body(p):
+        regs = []  # register i: the LLVM value step i defines
+        for kind, *step in st.steps:
+            if kind == "load":
+                regs.append(scalar.load(fb, p[step[0]], st.accesses[step[0]][0].dtype))
+            elif kind == "op":
+                node, args = step
+                regs.append(kernels.apply(fb, node, [regs[a] for a in args]))
+            elif kind == "store":
+                scalar.store(fb, regs[step[0]], p[step[1]], st.accesses[step[1]][0].dtype)
+                regs.append(None)
+            else:  # "acc"
+                kernels.fold(fb, st.node, regs[step[0]], p[step[1]])
+                regs.append(None)
+
+    strided_loops(fb, st.dims, accesses, body)
+
+
+def _matmul(fb: FunctionBuilder, st, ptrs: dict) -> None:
+    n = st.node
+    if not n.out.dtype.is_floating_point:
+        kernels.matmul(kernels.Kernel(fb, n, ptrs, None, set(), 0, "%scratch"))
+        return
+
+    def operand(v):
+        src, strides = gemm.through_transposes(v) if v in st.views else (v, contiguous_strides(v.shape))
+        return gemm.Operand(ptrs[src.name], v.shape, strides)
+
+    if st.result is n.out:
+        out = operand(n.out)
+    else:  # written transposed: each element goes where the transpose puts it
+        perm, cs = st.result.producer.attrs["perm"], contiguous_strides(st.result.shape)
+        strides = [0] * len(perm)
+        for d, p in enumerate(perm):
+            strides[p] = cs[d]
+        out = gemm.Operand(ptrs[st.result.name], n.out.shape, tuple(strides))
+    a, b = n.operands
+    gemm.matmul(fb, n.out.dtype, out, operand(a), operand(b), "%scratch")

@@ -9,6 +9,7 @@ fast-math flags: NaN and inf must come out as NumPy computes them.
 from __future__ import annotations
 
 from .. import dtypes
+from . import vmath
 from .emitter import FunctionBuilder, const, mem_type, reg_type
 
 
@@ -32,11 +33,6 @@ def _intrinsic(fb, name, d, *args):
     return fb.call(t, f"llvm.{name}.{_sfx(d)}", [(t, a) for a in args])
 
 
-def _libm(fb, name, d, x):
-    t = reg_type(d)
-    return fb.call(t, name + ("f" if d is dtypes.float32 else ""), [(t, x)])
-
-
 def truth(fb, x, d) -> str:
     """x != 0 as an i1 (NaN is true, as in NumPy)."""
     if d is dtypes.bool_:
@@ -47,15 +43,6 @@ def truth(fb, x, d) -> str:
 
 
 # ---------------------------------------------------------------- unary
-def _sigmoid(fb, x, d):
-    # as the impl: e = exp(-|x|), then 1/(1+e) or e/(1+e): no overflow for large |x|
-    t, one = reg_type(d), const(1, d)
-    e = _intrinsic(fb, "exp", d, fb.op(f"fneg {t} {_intrinsic(fb, 'fabs', d, x)}"))
-    den = fb.op(f"fadd {t} {one}, {e}")
-    pos, neg = fb.op(f"fdiv {t} {one}, {den}"), fb.op(f"fdiv {t} {e}, {den}")
-    return fb.op(f"select i1 {fb.op(f'fcmp oge {t} {x}, {const(0, d)}')}, {t} {pos}, {t} {neg}")
-
-
 def _sign(fb, x, d):
     t = reg_type(d)
     if d is dtypes.bool_:
@@ -87,19 +74,15 @@ def _abs(fb, x, d):
 
 
 _FLOAT_UNARY = {
-    "exp": lambda fb, x, d: _intrinsic(fb, "exp", d, x),
-    "log": lambda fb, x, d: _intrinsic(fb, "log", d, x),
     "sqrt": lambda fb, x, d: _intrinsic(fb, "sqrt", d, x),
     "sin": lambda fb, x, d: _intrinsic(fb, "sin", d, x),
     "cos": lambda fb, x, d: _intrinsic(fb, "cos", d, x),
-    "tanh": lambda fb, x, d: _intrinsic(fb, "tanh", d, x),
-    "log1p": lambda fb, x, d: _libm(fb, "log1p", d, x),
-    "erf": lambda fb, x, d: _libm(fb, "erf", d, x),
-    "sigmoid": _sigmoid,
 }
 
 
 def unary(fb: FunctionBuilder, op: str, x: str, d) -> str:
+    if op in vmath.FUNCTIONS:  # inlined polynomial code that vectorizes
+        return vmath.call(fb, op, x, d)
     if op in _FLOAT_UNARY:
         return _FLOAT_UNARY[op](fb, x, d)
     if op == "neg":

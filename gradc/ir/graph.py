@@ -10,6 +10,11 @@ the reverse-mode pass) and `const` is a primitive like any other.
 
 `updates` are the in-place writes a step performs on params and state,
 applied after the outputs are computed: `%0.weight <- %17`.
+
+After the `fuse` pass, nodes carry the name of the kernel they belong to
+(`node.kernel`) and `graph.kernels` holds each kernel's header: the values
+it writes to memory and, after `plan`, where they live (see passes/fuse.py
+and passes/plan.py). The interpreter ignores kernels.
 """
 from __future__ import annotations
 
@@ -40,11 +45,12 @@ class Value:
 
 
 class Node:
-    __slots__ = ("op", "operands", "attrs", "out", "loc", "source")
+    __slots__ = ("op", "operands", "attrs", "out", "loc", "source", "kernel")
 
     def __init__(self, op: str, operands, attrs: dict, out: Value, loc: str = "", source: str = ""):
         self.op, self.operands, self.attrs, self.out = op, list(operands), dict(attrs), out
         self.loc, self.source = loc, source  # user's file:line and the text of that line
+        self.kernel = None  # name of the kernel the node was fused into (see passes/fuse.py)
         out.producer = self
 
     @property
@@ -58,6 +64,27 @@ class Node:
         return format_node(self)
 
 
+class Kernel:
+    """A kernel's header: the values its function writes to memory.
+
+    `stores` are used after the kernel (by other kernels, outputs or
+    updates); `temps` only inside it (a matmul result its epilogue reads, a
+    transposed operand). After `plan`, `offsets` gives each an arena offset,
+    or the name of the param it is written into (an in-place update), and
+    `scratch` the offset of the kernel's private scratch bytes.
+    """
+
+    __slots__ = ("name", "stores", "temps", "offsets", "scratch")
+
+    def __init__(self, name: str, stores=(), temps=(), offsets=None, scratch=None):
+        self.name, self.stores, self.temps = name, list(stores), list(temps)
+        self.offsets: dict = dict(offsets or {})  # value name -> arena offset (int) or param name (str)
+        self.scratch: int | None = scratch
+
+    def __repr__(self):
+        return f"<kernel {self.name}: stores {self.stores}, temps {self.temps}>"
+
+
 class Graph:
     def __init__(self, name: str = "graph"):
         self.name = name
@@ -65,6 +92,8 @@ class Graph:
         self.nodes: list[Node] = []
         self.outputs: list[Value] = []
         self.updates: list[tuple[Value, Value]] = []  # (param or state input, new value)
+        self.kernels: dict[str, Kernel] = {}  # kernel name -> header, in schedule order (after fuse)
+        self.fusion_notes: dict = {}  # (value, user) -> why they ended up in different kernels (not printed)
         self._names: set[str] = set()
         self._counter = itertools.count(1)
 
@@ -126,7 +155,9 @@ class Graph:
         from .parser import parse
         from .printer import format_graph
 
-        return parse(format_graph(self))
+        g = parse(format_graph(self))
+        g.fusion_notes = dict(self.fusion_notes)
+        return g
 
     def rebuild(self, nodes) -> None:
         """Replace the node list (after a pass) and refresh the name table."""

@@ -1,7 +1,9 @@
 """Parse IR text (as `printer` writes it, or by hand) back into a `Graph`.
 
 `str(parse(text)) == text` for every printed graph; hand-written text may
-omit the alignment and location comments. Errors name the line.
+omit the alignment and location comments. Errors name the line. A kernel
+header's op list is informational (it is printed from the members); the
+node lines indented deeper than the header are its members.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 
 from .. import dtypes
 from ..prims import REGISTRY, Arg, Slice
-from .graph import GRAD, INPUT_KINDS, Graph
+from .graph import GRAD, INPUT_KINDS, Graph, Kernel
 
 _NAME = r"[A-Za-z0-9_.\-]+"
 _TYPE = r"(?P<dtype>\w+)\[(?P<shape>[0-9,]*)\]"
@@ -21,6 +23,11 @@ _INPUT = re.compile(rf"^\s*%(?P<name>{_NAME}): {_TYPE} (?P<kind>\w+),?\s*$")
 _NODE = re.compile(rf"^\s*%(?P<name>{_NAME}): {_TYPE} = (?P<op>\w+)(?P<rest>.*)$")
 _UPDATE = re.compile(rf"^\s*%(?P<target>{_NAME}) <- %(?P<value>{_NAME})\s*$")
 _RETURN = re.compile(r"^\s*return(?P<rest>.*)$")
+_KERNEL = re.compile(
+    rf"^(?P<indent>\s*)kernel (?P<name>{_NAME}) \[[^\]]*\](?: -> (?P<stores>[^;]*))?"
+    r"(?:; temps (?P<temps>[^;]*))?(?:; scratch @(?P<scratch>\d+))?\s*$"
+)
+_PLACED = re.compile(rf"^%(?P<name>{_NAME})(?: @(?:(?P<offset>\d+)|%(?P<param>{_NAME})))?$")
 
 
 class IRParseError(ValueError):
@@ -89,6 +96,23 @@ def _split_comment(s):
     return s, "", ""
 
 
+def _kernel(m, where) -> Kernel:
+    k = Kernel(m.group("name"))
+    for field in ("stores", "temps"):
+        for tok in _split_top(m.group(field) or ""):
+            pm = _PLACED.match(tok)
+            if not pm:
+                raise IRParseError(f"{where}: expected '%name' or '%name @offset' in a kernel header, got {tok!r}")
+            getattr(k, field).append(pm.group("name"))
+            if pm.group("offset") is not None:
+                k.offsets[pm.group("name")] = int(pm.group("offset"))
+            elif pm.group("param") is not None:
+                k.offsets[pm.group("name")] = pm.group("param")
+    if m.group("scratch") is not None:
+        k.scratch = int(m.group("scratch"))
+    return k
+
+
 def parse(text: str) -> Graph:
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("//")]
     if not lines:
@@ -108,11 +132,20 @@ def parse(text: str) -> Graph:
             env[im.group("name")] = g.add_input(im.group("name"), d, shape, im.group("kind"))
             i += 1
         i += 1
+    kernel, depth = None, 0  # the kernel whose members are being read, and its header's indentation
     for ln_no in range(i, len(lines)):
         line = lines[ln_no]
         where = f"line {ln_no + 1}"
         if line.strip() == "}":
             break
+        if km := _KERNEL.match(line):
+            kernel, depth = _kernel(km, where), len(km.group("indent"))
+            if kernel.name in g.kernels:
+                raise IRParseError(f"{where}: kernel {kernel.name} is defined twice")
+            g.kernels[kernel.name] = kernel
+            continue
+        if kernel is not None and len(line) - len(line.lstrip()) <= depth:
+            kernel = None
 
         def val(tok):
             tok = tok.strip()
@@ -148,6 +181,8 @@ def parse(text: str) -> Graph:
                 raise IRParseError(f"{where}: unknown op {op!r}")
             operands = [val(t) for t in _split_top(body)]
         env[nm.group("name")] = g.add_node(op, operands, attrs, d, shape, name=nm.group("name"), loc=loc, source=source)
+        if kernel is not None:
+            g.nodes[-1].kernel = kernel.name
     g._counter = _counter_after(g)
     return g
 

@@ -10,6 +10,13 @@
       %0.weight <- %12
       return %9
     }
+
+After `fuse`, a kernel's members follow its header line, indented further;
+the header lists the ops it absorbed and the values it writes (after `plan`
+with their arena offsets, or the param an update is written into):
+
+      kernel k2 [matmul+add+le+where] -> %4 @64, %5 @8256; temps %2 @16448; scratch @49216
+        %2: f32[64,128] = matmul %x, %1
 """
 from __future__ import annotations
 
@@ -65,15 +72,39 @@ def format_node(n: Node, width: int = 0) -> str:
     return line
 
 
+def _placed(k, name: str) -> str:
+    at = k.offsets.get(name)
+    return f"%{name}" + ("" if at is None else f" @%{at}" if isinstance(at, str) else f" @{at}")
+
+
+def format_kernel(k, members) -> str:
+    """`kernel k2 [matmul+add] -> %3 @64; temps %2 @128; scratch @192` (see the module docstring)."""
+    ops = "+".join(dict.fromkeys(n.op for n in members))
+    line = f"kernel {k.name} [{ops}]"
+    if k.stores:
+        line += " -> " + ", ".join(_placed(k, s) for s in k.stores)
+    if k.temps:
+        line += "; temps " + ", ".join(_placed(k, s) for s in k.temps)
+    if k.scratch is not None:
+        line += f"; scratch @{k.scratch}"
+    return line
+
+
 def format_graph(g) -> str:
     lines = [f"graph {g.name}("]
     for i, v in enumerate(g.inputs):
         lines.append(f"    %{v.name}: {v.type_str} {v.kind}" + ("," if i < len(g.inputs) - 1 else ""))
     lines.append(") {")
     bodies = [format_node(n) for n in g.nodes]
-    width = min(max((len(b.split("  # ")[0]) for b in bodies), default=0), 72)
+    width = min(max((len(b.split("  # ")[0]) + 2 * (n.kernel is not None) for b, n in zip(bodies, g.nodes)),
+                    default=0), 72)
+    current = None
     for n in g.nodes:
-        lines.append("  " + format_node(n, width))
+        if n.kernel != current and n.kernel is not None:
+            lines.append("  " + format_kernel(g.kernels[n.kernel], [m for m in g.nodes if m.kernel == n.kernel]))
+        current = n.kernel
+        indent = "    " if n.kernel is not None else "  "
+        lines.append(indent + format_node(n, width - len(indent) + 2))
     for target, v in g.updates:
         lines.append(f"  %{target.name} <- %{v.name}")
     lines.append("  return" + ("" if not g.outputs else " " + ", ".join(f"%{v.name}" for v in g.outputs)))

@@ -3,6 +3,9 @@
 Checks SSA (each value defined once, before use), every node's type against
 its op's shape rule, input kinds, and that updates only write params or
 state with a value of the same type. Errors name the node and the rule.
+A fused graph's kernels are checked too (passes/fuse.py: members contiguous,
+headers as the code generator derives them; passes/plan.py: no two buffers
+live at once share bytes, in-place updates are safe).
 """
 from __future__ import annotations
 
@@ -63,6 +66,12 @@ def verify(g: Graph) -> None:
         if target.name in targets:
             raise VerifyError(f"update %{target.name}: updated twice")
         targets.add(target.name)
+    if g.kernels or any(n.kernel is not None for n in g.nodes):
+        from ..passes.fuse import check_kernels
+        from ..passes.plan import check_plan
+
+        check_kernels(g)
+        check_plan(g)
 
 
 def check(g: Graph) -> Graph:

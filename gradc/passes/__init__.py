@@ -11,7 +11,7 @@ from .manager import (
     DEFAULT_PIPELINE, PASSES, STATS, PassRecord, PipelineResult, Rewriter, format_report, graph_stats,
     parse_pipeline, register_pass, report, run_pipeline,
 )
-from . import cse, dce, fold, simplify  # noqa: F401 - importing a pass module registers it
+from . import cse, dce, fold, fuse, plan, simplify  # noqa: F401 - importing a pass module registers it
 from .autodiff import autodiff
 
 register_pass("autodiff")(autodiff)

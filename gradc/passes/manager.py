@@ -35,8 +35,9 @@ PASSES: dict = {}
 # simplify first: reshape/transpose chains and identities collapse, which
 # exposes constants and duplicates; fold then evaluates constant subgraphs,
 # cse merges identical computations, and dce drops what reaches no output or
-# update. (fuse and plan, when registered, go after dce.)
-DEFAULT_PIPELINE = "simplify,fold,cse,dce"
+# update. fuse then groups what is left into kernels, and plan gives their
+# buffers arena offsets (both last: a rewrite after them drops their work).
+DEFAULT_PIPELINE = "simplify,fold,cse,dce,fuse,plan"
 
 
 def register_pass(name: str):
@@ -132,11 +133,21 @@ def _flops(n: Node) -> int:
     return 0
 
 
-# metric name -> function of a graph; a later pass (fuse: kernels) adds its own
+def _arena(g: Graph) -> int:
+    from .plan import arena_bytes
+
+    return arena_bytes(g)
+
+
+# metric name -> function of a graph. kernels: the functions the code generator
+# emits (one per node before fuse; constants need none); arena: the bytes of
+# buffers it allocates (after plan, with reuse)
 STATS = {
     "nodes": lambda g: len(g.nodes),
+    "kernels": lambda g: len(g.kernels) or sum(n.op not in ("const", GRAD) for n in g.nodes),
     "flops": lambda g: sum(_flops(n) for n in g.nodes),
     "bytes": lambda g: sum(_numel(n.out) * n.out.dtype.itemsize for n in g.nodes),
+    "arena": _arena,
 }
 
 
