@@ -1,39 +1,64 @@
 """`gradc.compile`: trace once, differentiate, optimize, generate code, call natively.
 
 A compiled step keeps one *version* per guard key: the shapes and dtypes of
-its inputs, the parameters' shapes, the optimizer's hyper-parameters (all but
-the learning rate, which is a runtime scalar) and the layout of its state,
-and the modules' train/eval flags. A call whose key is new traces again (and
-says why when `GRADC_LOG=recompiles`); errors found while tracing (wrong
-feature size, dtype) are raised before anything is written. Each call then
-binds parameters and state where they live, reads the learning rates, runs
-the executable, and writes updates and new optimizer state back.
+its arguments; the parameters, buffers and optimizer state it reads (under
+the names tracing gives them, with shape, dtype and requires_grad); the
+modules' types, train/eval flags and plain attributes; the optimizers'
+hyper-parameters except the learning rate, which is a runtime scalar read at
+every call. A new key traces again (saying why when `GRADC_LOG=recompiles`);
+errors found while tracing (a wrong feature size or dtype) are raised, naming
+the user's line, before anything is written.
+
+The per-call path is short (a few microseconds): a guard function generated
+when the version was chosen checks each argument's type, shape and dtype,
+copies it into the version's private input buffer, and compares with `is`
+every object the key depends on: the modules, optimizers and scalars the step
+names, every registry and attribute of those modules, each parameter's and
+state tensor's array, requires_grad, each param group's entries but the
+learning rate, and the optimizer state's layout. Whatever can change the key
+replaces one of these objects, so only then is the key computed by value: an
+equal key keeps its version and binds the arrays that were replaced
+(load_state_dict, `p.data = ...`) without recompiling. Then the learning
+rates are written and the native code runs: one call through a pointer table.
 """
 from __future__ import annotations
 
+import builtins
 import functools
+import linecache
 import os
 import sys
+import textwrap
 import threading
+from itertools import chain
 
 import numpy as np
 
 from . import tracing
+from .errors import TraceError
 from .tensor import Tensor
 
 MAX_VERSIONS = 8
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_MODULE_INTERNALS = {"training", "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"}
+# param-group entries outside the key: lr is a runtime scalar, the rest are never read by a step
+_GROUP_RUNTIME = {"params", "lr", "initial_lr", "param_names"}
+_SCALARS = (bool, int, float, complex, str)
 
 
 def _log(kind: str) -> bool:
     return kind in os.environ.get("GRADC_LOG", "").split(",")
 
 
+def _type_str(shape, dtype) -> str:
+    return f"{dtype.short}[{','.join(map(str, shape))}]"
+
+
 def _describe(a) -> str:
+    """An argument as the key sees it: tensors by type, other values by value (they are traced as constants)."""
     if isinstance(a, Tensor):
-        return f"{a.dtype.short}[{','.join(map(str, a.shape))}]"
-    if isinstance(a, np.ndarray):
-        return f"ndarray {a.dtype}[{','.join(map(str, a.shape))}]"
-    return repr(a)
+        return _type_str(a.shape, a.dtype)
+    return f"{type(a).__name__} {a!r}"
 
 
 def _as_input(a, name):
@@ -47,141 +72,388 @@ def _as_input(a, name):
     return a
 
 
-class _Version:
-    """One traced-and-compiled variant of a step, with how to feed its inputs."""
+def _hashable(v) -> bool:
+    try:
+        hash(v)
+        return True
+    except TypeError:
+        return False
 
-    def __init__(self, step, args, passes):
+
+def _never(args) -> bool:
+    return False
+
+
+def _result(outs):
+    return outs[0] if len(outs) == 1 else tuple(outs) if outs else None
+
+
+# ----------------------------------------------------------------------------- what a step reads
+class _World:
+    """The modules, optimizers, parameters and state a step reads now, under the
+    names tracing gives them (computed only when the per-call check fails)."""
+
+    def __init__(self, fn):
+        from .nn import Module
+
+        tr = tracing._Tracer(fn, "world")
+        tr.collect_params()
+        self.fn, self.names = fn, _Names(fn)
+        self.roots = tracing._find(fn, Module)  # (name in the step, module)
+        self.modules = list({id(m): m for _, root in self.roots for m in root.modules()}.values())
+        self.optimizers = tr.optimizers
+        self.groups = [g for opt in self.optimizers for g in opt.param_groups]
+        self.params = dict(tr.params)
+        self.param_names = tr.param_names  # id(param) -> name
+        self.state = {}  # name -> tensor: module buffers, then optimizer state (`<param>.<key>`)
+        seen = {id(p) for p in self.params.values()}
+        for m in tr.modules:
+            for name, t in m.named_buffers():
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    self.state[name] = t
+        for opt in self.optimizers:
+            for p, st in opt.state.items():
+                pname = self.param_names.get(id(p), f"p{id(p)}")
+                self.state.update((f"{pname}.{k}", t) for k, t in st.items() if isinstance(t, Tensor))
+
+    def key(self, args) -> dict:
+        """Everything that decides the traced graph, by value, as printable strings."""
+        key = {n: _describe(a) for n, a in zip(tracing._arg_names(self.fn, len(args)), args)}
+        key.update(self.names.constants())
+        for name, p in self.params.items():
+            key[f"param {name}"] = _type_str(p.shape, p.dtype) + ("" if p.requires_grad else " (no grad)")
+        for name, t in self.state.items():
+            key[f"state {name}"] = _type_str(t.shape, t.dtype)
+        for root, top in self.roots:
+            for path, m in top.named_modules(prefix=root):
+                attrs = ", ".join(f"{k}={v!r}" for k, v in vars(m).items() if k not in _MODULE_INTERNALS and _hashable(v))
+                key[f"module {path}"] = f"{type(m).__qualname__}({attrs}) {'train' if m.training else 'eval'}"
+        for i, opt in enumerate(self.optimizers):
+            for j, g in enumerate(opt.param_groups):
+                hyper = ", ".join(f"{k}={v!r}" for k, v in g.items() if k not in _GROUP_RUNTIME and _hashable(v))
+                names = ", ".join(self.param_names.get(id(p), "?") for p in g["params"])
+                key[f"optimizer {i} group {j}"] = f"{type(opt).__qualname__}({hyper}) params [{names}]"
+            baked = [f"{self.param_names.get(id(p), '?')}.{k}={v!r}" for p, st in opt.state.items()
+                     for k, v in st.items() if not isinstance(v, Tensor)]  # non-tensor state is traced as a constant
+            if baked:
+                key[f"optimizer {i} state values"] = ", ".join(baked)
+        return key
+
+    def owner(self, name: str):
+        """(optimizer, param, key) of the optimizer state a step creates, from its input name `<param>.<key>[.n]`."""
+        best = None
+        for opt in self.optimizers:
+            for p in (p for g in opt.param_groups for p in g["params"]):
+                pname = self.param_names.get(id(p), "")
+                if pname and name.startswith(pname + ".") and (best is None or len(pname) > len(best[0])):
+                    best = (pname, opt, p)
+        if best is None:
+            raise RuntimeError(f"gradc.compile: cannot tell which parameter the new state %{name} belongs to")
+        pname, opt, p = best
+        return opt, p, name[len(pname) + 1:].split(".")[0]
+
+
+class _Names:
+    """The global names and closure cells a step reads that hold its modules and
+    optimizers, or scalars the trace bakes in as constants (a script may rebind
+    `model = ...` or `scale = 0.5` between calls); unbound global names too."""
+
+    def __init__(self, fn):
+        import dis
+        import inspect
+
+        from .nn import Module
+        from .optim import Optimizer
+
+        kinds = (Module, Optimizer, *_SCALARS)
+        f = getattr(fn, "__func__", fn)
+        self.globals = getattr(f, "__globals__", {})
+        names, codes = set(), [f.__code__] if hasattr(f, "__code__") else []
+        while codes:
+            code = codes.pop()
+            names.update(i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME"))
+            codes += [c for c in code.co_consts if inspect.iscode(c)]
+        self.names = sorted(n for n in names if n not in self.globals or isinstance(self.globals[n], kinds))
+        cells = zip(f.__code__.co_freevars, f.__closure__ or ()) if hasattr(f, "__code__") else ()
+        self.cells = [(n, c) for n, c in cells if tracing._cell_ok(c) and isinstance(c.cell_contents, kinds)]
+
+    def constants(self) -> dict:
+        """The scalars among them, by value (part of the key)."""
+        out = {f"global {n}": repr(v) for n in self.names if isinstance(v := self.globals.get(n), _SCALARS)}
+        out.update((f"closure {n}", repr(c.cell_contents)) for n, c in self.cells if isinstance(c.cell_contents, _SCALARS))
+        return out
+
+
+class _Guard:
+    """Whether a call may reuse the version chosen last time: `check(args)`, generated
+    as one Python function of straight-line checks (about 40 ns each; `source`
+    shows it), tests the arguments' types, shapes and dtypes, then `is` on every
+    object the key depends on, as they were when the version was chosen. When all
+    hold it copies the arguments into the version's input buffers and returns
+    True; it raises KeyError or ValueError if an entry or closure cell it reads
+    was deleted."""
+
+    def __init__(self, version, args, world: _World):
+        self._names: dict[int, str] = {}
+        self._objects: list = []  # held, so the ids behind `_names` stay unique
+        head, conds, copies = self._arguments(version, args)
+        conds += self._world(world)
+        lines = [*head, "if not (" + "\n        and ".join(conds) + "):", "    return False", *copies, "return True"]
+        body = textwrap.indent("\n".join(lines), " " * 8)
+        self.source = f"def make({', '.join(self._names.values())}):\n    def guard(args):\n{body}\n    return guard\n"
+        namespace: dict = {}
+        exec(builtins.compile(self.source, f"<gradc guard of {version.name}>", "exec"), namespace)
+        self.check = namespace["make"](*self._objects)
+
+    def _ref(self, obj) -> str:
+        """The name of `obj` in the generated function."""
+        name = self._names.get(id(obj))
+        if name is None:
+            name = self._names[id(obj)] = f"o{len(self._objects)}"
+            self._objects.append(obj)
+        return name
+
+    def _is(self, expr: str, obj) -> str:
+        return f"{expr} is {obj}" if obj is None or isinstance(obj, bool) else f"{expr} is {self._ref(obj)}"
+
+    def _arguments(self, version, args):
+        n = len(args)
+        head = [f"if len(args) != {n}:", "    return False"] + ([f"{', '.join(f'a{i}' for i in range(n))}, = args"] if n else [])
+        conds, copies = [], []
+        for i, (a, (shape, want, buf)) in enumerate(zip(args, version.slots)):
+            if shape is None:  # a constant of the graph
+                conds.append(f"(a{i} is {self._ref(want)} or (type(a{i}) is {self._ref(type(want))} and a{i} == {self._ref(want)}))")
+                continue
+            data = a._data if isinstance(a, Tensor) else a  # copying into the buffer converts an array's dtype
+            conds.append(f"type(d{i} := a{i}._data if type(a{i}) is {self._ref(Tensor)} else a{i}) is "
+                         f"{self._ref(np.ndarray)} and d{i}.shape == {shape!r} and d{i}.dtype is {self._ref(data.dtype)}")
+            if buf is not None:
+                copies.append(f"{self._ref(buf)}[...] = d{i}")
+        return head, conds, copies
+
+    def _world(self, world: _World) -> list:
+        names = world.names
+        scope = self._ref(names.globals)
+        conds = [self._is(f"{scope}.get({n!r})", names.globals.get(n)) for n in names.names]
+        conds += [self._is(f"{self._ref(c)}.cell_contents", c.cell_contents) for _, c in names.cells]
+        for m in world.modules:
+            attrs = {k: v for k, v in vars(m).items() if k not in _MODULE_INTERNALS or k == "training"}
+            conds += self._same_dict(self._ref(m.__dict__), m.__dict__, attrs)
+            for reg in (m._parameters, m._buffers, m._modules):
+                conds += self._same_dict(self._ref(reg), reg, reg)
+        for t in world.params.values():
+            conds += [self._is(f"{self._ref(t)}._data", t._data), self._is(f"{self._ref(t)}.requires_grad", t.requires_grad)]
+        conds += [self._is(f"{self._ref(t)}._data", t._data) for t in world.state.values()]
+        for opt in world.optimizers:
+            o = self._ref(opt)
+            conds += [self._is(f"{o}.state", opt.state), self._is(f"{o}.param_groups", opt.param_groups)]
+            conds += self._same_list(opt.param_groups)
+            for g in opt.param_groups:
+                conds += self._same_dict(self._ref(g), g, {k: v for k, v in g.items() if k != "lr"})
+                conds += self._same_list(g["params"])
+            conds += self._same_dict(self._ref(opt.state), opt.state, opt.state)
+            for st in opt.state.values():
+                conds += self._same_dict(self._ref(st), st, st)
+        return conds
+
+    def _same_dict(self, expr: str, d: dict, entries: dict) -> list:
+        """`d` (reached as `expr`) has as many entries as now, and these `entries` are the same objects."""
+        lookup = "{}.get({})" if hasattr(type(d), "__missing__") else "{}[{}]"  # a defaultdict must not grow here
+        out = [f"len({expr}) == {len(d)}"]
+        for k, v in entries.items():
+            out.append(self._is(lookup.format(expr, repr(k) if type(k) in (str, int) else self._ref(k)), v))
+        return out
+
+    def _same_list(self, items: list) -> list:
+        expr = self._ref(items)
+        return [f"len({expr}) == {len(items)}"] + [self._is(f"{expr}[{i}]", v) for i, v in enumerate(items)]
+
+
+# ----------------------------------------------------------------------------- tracing errors
+def _user_line(tb) -> str:
+    """`file:line: source` of the innermost frame of a traceback outside gradc."""
+    where = ""
+    while tb is not None:
+        path = tb.tb_frame.f_code.co_filename
+        if not path.startswith(_PKG_DIR):
+            source = linecache.getline(path, tb.tb_lineno).strip()
+            where = f"{os.path.basename(path)}:{tb.tb_lineno}" + (f": {source}" if source else "")
+        tb = tb.tb_next
+    return where
+
+
+def _trace(fn, args, name, label):
+    """`tracing.trace`, with the user's line added to the message of an error raised while tracing."""
+    try:
+        return tracing.trace(fn, *args, name=name)
+    except Exception as e:
+        where = _user_line(e.__traceback__)
+        if where and not isinstance(e, TraceError):  # a TraceError names the line already
+            note = f"(raised while gradc.compile traced {label}, at {where})"
+            if len(e.args) == 1 and isinstance(e.args[0], str) and type(e).__str__ is BaseException.__str__:
+                e.args = (f"{e.args[0]} {note}",)
+            else:
+                e.add_note(note)
+        raise
+
+
+def _dump(name: str, stages: dict, executables: dict) -> None:
+    """`GRADC_DUMP=DIR`: every IR stage (text and DOT), the LLVM IR before and after LLVM's optimizer, the assembly."""
+    d = os.environ.get("GRADC_DUMP")
+    if not d:
+        return
+    os.makedirs(d, exist_ok=True)
+    files = {}
+    for stage, g in stages.items():
+        files[f"{name}.{stage}.ir"], files[f"{name}.{stage}.dot"] = str(g), g.to_dot()
+    for suffix, ex in executables.items():
+        try:
+            files[f"{name}{suffix}.ll"] = ex.llvm_ir()
+            files[f"{name}{suffix}.opt.ll"] = ex.llvm_ir(optimized=True)
+            files[f"{name}{suffix}.s"] = ex.asm()
+        except RuntimeError:  # the interpreter backend has no LLVM IR
+            pass
+    for fname, text in files.items():
+        with open(os.path.join(d, fname), "w") as f:
+            f.write(text)
+
+
+# ----------------------------------------------------------------------------- compiled steps
+class _Version:
+    """One traced-and-compiled variant of a step, and how to feed it."""
+
+    def __init__(self, step, args, key: dict, world: _World, number: int):
         from .passes import run_pipeline
 
-        self.traced = tracing.trace(step.fn, *args, name=step.__name__)
-        self.stages = {"traced": self.traced.graph}
-        self.stages["autodiff"] = self.traced.ir("autodiff")
-        self.stages.update(run_pipeline(self.stages["autodiff"], passes))
+        self.key, self.name = key, step.__name__ if number == 1 else f"{step.__name__}_v{number}"
+        self.traced = _trace(step.fn, args, self.name, step.__name__)
+        self.stages = {"traced": self.traced.graph, "autodiff": self.traced.ir("autodiff")}
+        self.stages.update(run_pipeline(self.stages["autodiff"], step.passes))
         self.graph = self.stages["optimized"]
-        self.executable = step.backend(self.graph)
-        tracer = self.traced
-        self.params = {name: p for name, p in tracer._params}
-        self.state = {}  # input name -> (tensor, owning dict or None, key) for existing state
-        for name, t, st, key in tracer._state:
-            self.state[name] = (t, st, key)
-        self.new_state = {}  # input name -> (optimizer state dict of a param, key)
-        self.groups = {}
-        k = 0
-        n_groups = sum(len(o.param_groups) for o in tracer._optimizers)
-        for opt in tracer._optimizers:
-            for group in opt.param_groups:
-                self.groups["lr" if n_groups == 1 else f"lr.{k}"] = group
-                k += 1
-        self.input_names = [v.name for v in self.graph.inputs if v.kind == "input"]
-        self._types = {v.name: (v.shape, v.dtype.np) for v in self.graph.inputs}
-        self._scalars = {name: np.zeros((), np.float64) for name in self.groups}
-        self._bound = dict(self._scalars)
-        self.executable.bind(self._scalars)
-        by_name = {}
-        for opt in tracer._optimizers:
-            for p in (q for g in opt.param_groups for q in g["params"]):
-                by_name[tracer._param_names.get(id(p))] = (opt, p)
-        for v in self.graph.inputs:
-            if v.kind == "state" and v.name not in self.state:
-                pname, _, key = v.name.rpartition(".")
-                while pname and pname not in by_name and "." in pname:  # fresh_name may have added a suffix
-                    pname, _, key = pname.rpartition(".")
-                self.new_state[v.name] = (by_name[pname], key)
+        self.executable = ex = step.backend(self.graph)
+        inputs = {v.name: v for v in self.graph.inputs}
+        self.params = [n for n, v in inputs.items() if v.kind == "param"]
+        self.state = [n for n, v in inputs.items() if v.kind == "state" and n in world.state]
+        self.new_state = [v for n, v in inputs.items() if v.kind == "state" and n not in world.state]
+        n_groups = len(world.groups)
+        scalars = ["lr" if n_groups == 1 else f"lr.{k}" for k in range(n_groups)]
+        self._lr_buffers = [ex.input_buffer(n) if n in inputs else None for n in scalars]
+        self.slots = []  # per argument: (shape, dtype, input buffer), or (None, value, None) for a constant
+        for name, a in zip(tracing._arg_names(step.fn, len(args)), args):
+            if isinstance(a, Tensor):
+                buf = ex.input_buffer(name) if name in inputs else None
+                self.slots.append((tuple(a.shape), a._data.dtype, buf))
+            else:
+                self.slots.append((None, a, None))
+        self._bound, self._lrs, self._owners = {}, [], []
+        _dump(self.name, self.stages, {"": ex})
 
-    def _state_tensor(self, name):
-        t, st, key = self.state[name]
-        return t if st is None else st[key]  # optimizer state is looked up anew: load_state_dict replaces it
+    def adopt(self, world: _World) -> None:
+        """Bind the params and state the step reads now (resolved by name), where their arrays changed."""
+        feeds = {}
+        for name, t in chain(((n, world.params[n]) for n in self.params), ((n, world.state[n]) for n in self.state)):
+            a = t._data
+            if not (a.flags.c_contiguous and a.flags.aligned and a.flags.writeable):
+                # updated in place, so it needs its own plain array (eager SGD clones a transposed
+                # gradient's layout into its momentum buffer, for one)
+                t._data = np.array(a, order="C")
+            if self._bound.get(name) is not t._data:
+                feeds[name] = t._data
+        if feeds:
+            self.executable.bind(feeds)
+            self._bound.update(feeds)
+        self._lrs = [(buf, g) for buf, g in zip(self._lr_buffers, world.groups) if buf is not None]
+        self._owners = [(v, world.owner(v.name)) for v in self.new_state]
 
-    def run(self, args):
-        ex, feeds = self.executable, {}
-        for name, p in self.params.items():
-            if self._bound.get(name) is not p._data:
-                feeds[name] = p._data
-        for name in self.state:
-            a = self._state_tensor(name)._data
-            if self._bound.get(name) is not a:
-                feeds[name] = a
-        for name, group in self.groups.items():  # runtime scalars: read at every call
-            self._scalars[name][()] = group["lr"]
-        new_state = {name: np.zeros(self._types[name][0], self._types[name][1]) for name in self.new_state}
-        feeds.update(new_state)
-        tensors = [a for a in args if isinstance(a, Tensor)]
-        for name, t in zip(self.input_names, tensors):
-            feeds[name] = t._data
-        ex.bind(feeds)
-        self._bound.update(feeds)
-        outs = [Tensor._wrap(np.array(o)) for o in ex.call()]
-        for name, arr in new_state.items():
-            (opt, p), key = self.new_state[name]
-            opt.state[p][key] = Tensor._wrap(arr)
-        return outs
+    def load(self, tensors) -> None:
+        """Copy the arguments (converted to tensors) into the input buffers."""
+        for a, (_, _, buf) in zip(tensors, self.slots):
+            if buf is not None:
+                buf[...] = a._data
+
+    def run(self):
+        """One call on the loaded arguments: the step's result (a tensor, a tuple of them, or None)."""
+        for buf, group in self._lrs:  # runtime scalars: read at every call
+            buf[()] = group["lr"]
+        if self._owners:
+            return self._run_creating_state()
+        outs = self.executable.call()
+        if len(outs) == 1:
+            return Tensor._wrap(outs[0].copy())
+        return tuple(Tensor._wrap(o.copy()) for o in outs) if outs else None
+
+    def _run_creating_state(self):
+        """A step that creates optimizer state: fresh arrays, handed to the optimizer after the call."""
+        created = {v.name: np.zeros(v.shape, v.dtype.np) for v, _ in self._owners}
+        self.executable.bind(created)
+        outs = self.executable.call()
+        for v, (opt, p, key) in self._owners:
+            opt.state[p][key] = Tensor._wrap(created[v.name])
+        return _result([Tensor._wrap(o.copy()) for o in outs])
 
 
 class CompiledStep:
-    """A training step (or any tensor function) compiled with `gradc.compile`."""
+    """A training step (or any tensor function) compiled with `gradc.compile`; calls are serialized."""
 
     def __init__(self, fn, passes=None, backend=None):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.passes = passes
         self.backend = backend or default_backend()
-        self._versions: dict = {}
-        self._keys: list = []
+        self._versions: dict = {}  # frozen key -> _Version, in the order they were compiled
         self._lock = threading.Lock()
-        self._modules = [m for _, m in tracing._find(fn, _module_cls())]
-        self._optimizers = [o for _, o in tracing._find(fn, _optimizer_cls())]
-
-    def _guard(self, args) -> dict:
-        key = {}
-        names = tracing._arg_names(self.fn, len(args))
-        for name, a in zip(names, args):
-            key[name] = _describe(a)
-        for i, m in enumerate(self._modules):
-            key[f"module {i} mode"] = "train" if m.training else "eval"
-            key[f"module {i} params"] = tuple((n, tuple(p.shape), p.dtype.short, p.requires_grad) for n, p in m.named_parameters())
-        for i, opt in enumerate(self._optimizers):
-            for j, group in enumerate(opt.param_groups):
-                key[f"optimizer {i} group {j}"] = tuple(
-                    (k, v) for k, v in group.items() if k not in ("params", "lr") and _hashable(v)
-                )
-                key[f"optimizer {i} group {j} state"] = tuple(
-                    tuple(sorted((k, tuple(t.shape)) for k, t in opt.state.get(p, {}).items() if isinstance(t, Tensor)))
-                    for p in group["params"]
-                )
-        return key
+        self._current = None  # the version chosen by the last call
+        self._guard = None  # whether the next call may use it too (a _Guard)
+        self._check = _never
 
     def __call__(self, *args):
-        args = tuple(_as_input(a, f"arg{i}") for i, a in enumerate(args))
         with self._lock:
-            key = self._guard(args)
-            frozen = tuple(key.items())
-            version = self._versions.get(frozen)
-            if version is None:
-                version = self._compile(key, frozen, args)
-            outs = version.run(args)
-        return outs[0] if len(outs) == 1 else tuple(outs) if outs else None
+            try:
+                same = self._check(args)
+            except (KeyError, ValueError):  # an entry or closure cell the guard reads was deleted
+                same = False
+            if not same:
+                self._select(args)
+            return self._current.run()
 
-    def _compile(self, key, frozen, args):
-        if self._keys and _log("recompiles"):
-            last = dict(self._keys[-1])
-            why = [f"{k}: {last.get(k)} -> {v}" for k, v in key.items() if last.get(k) != v]
-            print(f"gradc: recompiling {self.__name__} because " + "; ".join(why), file=sys.stderr)
+    def _select(self, args):
+        """The slow path: the key by value, its version (compiled if new), bound to today's arrays."""
+        self._guard, self._check = None, _never
+        names = tracing._arg_names(self.fn, len(args))
+        tensors = tuple(_as_input(a, n) for a, n in zip(args, names))
+        world = _World(self.fn)
+        key = world.key(tensors)
+        frozen = tuple(key.items())
+        version = self._versions.get(frozen)
+        if version is None:
+            version = self._compile(key, frozen, tensors, world)
+        version.adopt(world)
+        version.load(tensors)
+        self._current = version
+        self._guard = _Guard(version, args, world)  # after tracing, which may add attributes
+        self._check = self._guard.check
+
+    def _compile(self, key, frozen, args, world):
+        before = self._current.key if self._current else None
+        why = "; ".join(_changes(before, key)) if before else ""
         if len(self._versions) >= MAX_VERSIONS:
             raise RuntimeError(
                 f"gradc.compile: {self.__name__} has been compiled {MAX_VERSIONS} times (one version per input "
-                "shape/dtype and optimizer state layout). Pad batches to a fixed shape, or raise "
-                "gradc.compiler.MAX_VERSIONS."
+                f"shape/dtype, parameter layout and optimizer setting; this call changed {why}). Pad batches to "
+                "a fixed shape, or raise gradc.compiler.MAX_VERSIONS."
             )
-        version = _Version(self, args, self.passes)
+        if before and _log("recompiles"):
+            print(f"gradc: recompiling {self.__name__} (version {len(self._versions) + 1}) because {why}", file=sys.stderr)
+        version = _Version(self, args, key, world, len(self._versions) + 1)
         self._versions[frozen] = version
-        self._keys.append(frozen)
         return version
 
     # ------------------------------------------------------------ inspection
     def _latest(self) -> _Version:
-        if not self._keys:
+        if not self._versions:
             raise RuntimeError(f"{self.__name__} has not been called yet: call it once so it can be traced")
-        return self._versions[self._keys[-1]]
+        return self._current or list(self._versions.values())[-1]
 
     def ir(self, stage: str = "optimized"):
         stages = self._latest().stages
@@ -200,24 +472,10 @@ class CompiledStep:
         return len(self._versions)
 
 
-def _hashable(v):
-    try:
-        hash(v)
-        return True
-    except TypeError:
-        return False
-
-
-def _module_cls():
-    from .nn import Module
-
-    return Module
-
-
-def _optimizer_cls():
-    from .optim import Optimizer
-
-    return Optimizer
+def _changes(before: dict, after: dict) -> list:
+    """`name: old -> new` for every entry of the key that differs."""
+    out = [f"{k}: {before.get(k, '(none)')} -> {v}" for k, v in after.items() if before.get(k) != v]
+    return out + [f"{k}: {v} -> (none)" for k, v in before.items() if k not in after]
 
 
 class InterpretedGraph:
@@ -236,6 +494,11 @@ class InterpretedGraph:
 
     def bind(self, arrays):
         self._bound.update(arrays)
+
+    def input_buffer(self, name):
+        v = next(v for v in self.graph.inputs if v.name == name)
+        self._bound[name] = a = np.zeros(v.shape, v.dtype.np)
+        return a
 
     def call(self):
         res = self.run(self._bound)
@@ -258,6 +521,7 @@ def default_backend():
     return compile_graph
 
 
+# ----------------------------------------------------------------------------- compiled modules
 class _CompiledVJP:
     """Stands in for a primitive in the autograd tape: the vjp of a compiled forward
     is a call of its compiled backward graph."""
@@ -274,24 +538,27 @@ class _CompiledVJP:
         fwd = self.fwd
         feeds = {name: t._data for name, t in zip(fwd.operand_names, operands)}
         feeds["d.out"] = np.ascontiguousarray(g._data)
-        res = fwd.backward.run(feeds)
-        return tuple(Tensor._wrap(np.array(res["d." + n])) if need and ("d." + n) in res else None
+        with fwd.lock:  # the backward graph's arena is shared by every call
+            res = fwd.backward.run(feeds)
+        return tuple(Tensor._wrap(res["d." + n]) if need and ("d." + n) in res else None
                      for n, need in zip(fwd.operand_names, needs))
 
 
 class _ForwardVersion:
-    def __init__(self, module, x, backend, passes):
+    def __init__(self, module, x, backend, passes, lock):
         from .ir import GRAD, check
         from .ir.builder import GraphBuilder, symbolic_tensor
         from .passes import run_pipeline
         from .passes.autodiff import autodiff
 
-        traced = tracing.trace(module, x, name=type(module).__name__.lower())
+        name = type(module).__name__.lower()
+        traced = _trace(module, (x,), name, type(module).__name__)
         g = traced.graph
         if len(g.outputs) != 1:
             raise NotImplementedError("gradc.compile(module): the forward must return one tensor")
         self.graph = run_pipeline(g, passes)["optimized"]
         self.executable = backend(self.graph)
+        self.lock = lock
         self.params = [p for _, p in traced._params]
         self.operand_names = [g.inputs[-1].name] + [n for n, _ in traced._params]
         # backward: d(sum(out * d.out)) with respect to the input and every parameter
@@ -305,6 +572,8 @@ class _ForwardVersion:
         self.backward_graph = run_pipeline(check(autodiff(b)), passes)["optimized"]
         self.backward = backend(self.backward_graph)
         self.vjp = _CompiledVJP(self, "compiled_forward")
+        _dump(name, {"traced": g, "optimized": self.graph, "backward": self.backward_graph},
+              {"": self.executable, ".backward": self.backward})
 
 
 class CompiledModule:
@@ -326,17 +595,20 @@ class CompiledModule:
 
         x = _as_input(x, "input")
         m = self._orig_mod
-        key = (tuple(x.shape), x.dtype.short, m.training,
-               tuple((tuple(p.shape), p.dtype.short) for p in m.parameters()))
+        params = list(m.parameters())
+        # the version holds its parameters, so their ids are not reused while it lives
+        key = (tuple(x.shape), x.dtype.short, tuple((mod.training, type(mod)) for mod in m.modules()),
+               tuple((id(p), tuple(p.shape), p.dtype.short) for p in params))
         with self._lock:
             v = self._versions.get(key)
             if v is None:
                 if len(self._versions) >= MAX_VERSIONS:
-                    raise RuntimeError(f"gradc.compile: {type(m).__name__} compiled {MAX_VERSIONS} times; use fixed shapes")
-                v = self._versions[key] = _ForwardVersion(m, x, self.backend, self.passes)
+                    raise RuntimeError(f"gradc.compile: {type(m).__name__} compiled {MAX_VERSIONS} times; use fixed "
+                                       "shapes, or raise gradc.compiler.MAX_VERSIONS")
+                v = self._versions[key] = _ForwardVersion(m, x, self.backend, self.passes, self._lock)
             feeds = {name: t._data for name, t in zip(v.operand_names, [x] + v.params)}
             res = v.executable.run(feeds)
-        out = Tensor._wrap(np.array(res[v.graph.outputs[0].name]))
+        out = Tensor._wrap(res[v.graph.outputs[0].name])
         if autograd.is_grad_enabled():
             autograd.record(out, v.vjp, [x] + v.params, {})
         return out
@@ -352,3 +624,9 @@ def compile(fn=None, *, passes=None, backend=None):  # noqa: A001 - PyTorch's na
     if isinstance(fn, _module_cls()):
         return CompiledModule(fn, passes=passes, backend=backend)
     return CompiledStep(fn, passes=passes, backend=backend)
+
+
+def _module_cls():
+    from .nn import Module
+
+    return Module
