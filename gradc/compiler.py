@@ -329,7 +329,8 @@ class _Version:
         self.key, self.name = key, step.__name__ if number == 1 else f"{step.__name__}_v{number}"
         self.traced = _trace(step.fn, args, self.name, step.__name__)
         self.stages = {"traced": self.traced.graph, "autodiff": self.traced.ir("autodiff")}
-        self.stages.update(run_pipeline(self.stages["autodiff"], step.passes))
+        self.pipeline = run_pipeline(self.stages["autodiff"], step.passes)
+        self.stages.update(self.pipeline)
         self.graph = self.stages["optimized"]
         self.executable = ex = step.backend(self.graph)
         inputs = {v.name: v for v in self.graph.inputs}
@@ -464,6 +465,13 @@ class CompiledStep:
     def llvm_ir(self, optimized=False):
         return self._latest().executable.llvm_ir(optimized=optimized)
 
+    def explain(self, file=None) -> None:
+        """Print the pass pipeline's report for the current version: per-pass statistics, the
+        kernels with the ops and user lines they absorbed, and where fusion stopped."""
+        from .passes.explain import explain
+
+        print(explain(self._latest().pipeline), file=file or sys.stdout, end="")
+
     def asm(self):
         return self._latest().executable.asm()
 
@@ -556,7 +564,8 @@ class _ForwardVersion:
         g = traced.graph
         if len(g.outputs) != 1:
             raise NotImplementedError("gradc.compile(module): the forward must return one tensor")
-        self.graph = run_pipeline(g, passes)["optimized"]
+        self.pipeline = run_pipeline(g, passes)
+        self.graph = self.pipeline.graph
         self.executable = backend(self.graph)
         self.lock = lock
         self.params = [p for _, p in traced._params]
@@ -569,7 +578,8 @@ class _ForwardVersion:
             s = (symbolic_tensor(out) * symbolic_tensor(cot)).sum()
         wrt = [b.input(n) for n in self.operand_names]
         b.outputs = [b.add_node(GRAD, [s._data, w], {}, w.dtype, w.shape, name=f"d.{w.name}") for w in wrt]
-        self.backward_graph = run_pipeline(check(autodiff(b)), passes)["optimized"]
+        self.backward_pipeline = run_pipeline(check(autodiff(b)), passes)
+        self.backward_graph = self.backward_pipeline.graph
         self.backward = backend(self.backward_graph)
         self.vjp = _CompiledVJP(self, "compiled_forward")
         _dump(name, {"traced": g, "optimized": self.graph, "backward": self.backward_graph},
@@ -612,6 +622,17 @@ class CompiledModule:
         if autograd.is_grad_enabled():
             autograd.record(out, v.vjp, [x] + v.params, {})
         return out
+
+    def explain(self, file=None) -> None:
+        """Print the pass report of the last compiled forward graph and of its backward graph."""
+        from .passes.explain import explain
+
+        if not self._versions:
+            raise RuntimeError(f"{type(self._orig_mod).__name__} has not been called yet: call it once so it can be traced")
+        v = list(self._versions.values())[-1]
+        out = file or sys.stdout
+        print(explain(v.pipeline), file=out)
+        print(explain(v.backward_pipeline), file=out, end="")
 
     def __repr__(self):
         return f"CompiledModule({self._orig_mod!r})"

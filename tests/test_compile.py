@@ -583,3 +583,26 @@ def test_dump_writes_every_stage(tmp_path, monkeypatch):
     assert (tmp_path / "step.opt.ll").read_text() == c.llvm_ir(optimized=True)
     assert (tmp_path / "step.s").read_text() == c.asm() and "gradc_step" in c.asm()
     assert c.llvm_ir() != c.llvm_ir(optimized=True)
+
+
+def test_explain_reports_the_pipeline_kernels_and_user_lines(capsys):
+    t = Twins()
+    with pytest.raises(RuntimeError, match="not been called yet"):
+        t.compiled.explain()
+    t.step(*data(4))
+    t.compiled.explain()
+    text = capsys.readouterr().out
+    assert text.startswith("graph step: pipeline simplify,fold,cse,dce,fuse,plan\n")
+    for pass_name in ("simplify", "fold", "cse", "dce", "fuse", "plan"):  # a row of statistics each
+        assert f"\n  {pass_name} " in text, pass_name
+    n_kernels = len(t.compiled.ir().kernels)
+    assert f"{n_kernels} kernels for {len(t.compiled.ir().nodes)} nodes" in text
+    assert "test_compile.py:" in text and "loss = criterion(y_pred, y)" in text  # the user's line and its source
+    assert "arena:" in text
+
+    gradc.manual_seed(0)
+    fast = gradc.compile(nn.Sequential(nn.Linear(3, 4), nn.Tanh()))
+    fast(gradc.randn(2, 3))
+    fast.explain()
+    text = capsys.readouterr().out
+    assert text.count("graph ") == 2 and "pipeline simplify" in text  # the forward graph and its backward
