@@ -416,3 +416,27 @@ def test_explain_reports_pipeline_stats_kernels_lines_and_boundaries():
     assert "not fused" in explain(run_pipeline(g, "dce"))
     from_text = explain(run_pipeline(parse(str(res.graph)), ""))  # fused elsewhere: no reasons to give
     assert "the reasons are recorded when 'fuse' runs" in from_text and "%5 (k1) -> %7 (k2)\n" in from_text
+
+
+def test_matmul_reads_a_transpose_stored_by_another_kernel_where_it_was_stored():
+    """Found by hypothesis: the operand %5 = transpose(%3) where another kernel stored %3 =
+    transpose(%2); reading %5 through both transposes reached %2, which is not in memory."""
+    g = parse("""
+graph stored_transpose(
+    %x0: f32[1,1,1] input,
+    %x1: f32[1,1] input
+) {
+  %1: i64[1,1] = argmax %x0 {axis=0}
+  %2: f32[1,1] = convert %1 {dtype=f32}
+  %3: f32[1,1] = transpose %2 {perm=(0, 1)}
+  %4: f32[1,1] = transpose %x1 {perm=(1, 0)}
+  %5: f32[1,1] = transpose %3 {perm=(1, 0)}
+  %6: f32[1,1] = matmul %4, %5
+  return %6
+}""")
+    rng = np.random.default_rng(0)
+    feeds = {"x0": rng.standard_normal((1, 1, 1)).astype(np.float32), "x1": rng.standard_normal((1, 1)).astype(np.float32)}
+    fused_graph = run_pipeline(g, "fuse").graph
+    kernel_of = {n.out.name: n.kernel for n in fused_graph.nodes}
+    assert kernel_of["3"] != kernel_of["5"] and "3" in fused_graph.kernels[kernel_of["3"]].stores
+    compiled_matches(fused_graph, feeds, g)

@@ -122,12 +122,15 @@ def test_through_transposes_finds_buffer_and_strides():
     with GraphBuilder(g):
         t1 = P.transpose(symbolic_tensor(x), perm=(2, 0, 1))  # (4, 2, 3)
         t2 = P.transpose(t1, perm=(0, 2, 1))  # (4, 3, 2)
-    base, strides = gemm.through_transposes(t2._data)
+    base, strides = gemm.through_transposes(t2._data, {"x"})
     assert base is x
     arr = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     view = arr.transpose(2, 0, 1).transpose(0, 2, 1)
     assert strides == tuple(s // 4 for s in view.strides)
-    assert gemm.through_transposes(x) == (x, (12, 4, 1))
+    assert gemm.through_transposes(x, {"x"}) == (x, (12, 4, 1))
+    # a transpose stored by another kernel is read where it was stored
+    t1v = t1._data
+    assert gemm.through_transposes(t2._data, {"x", t1v.name}) == (t1v, (6, 1, 3))
 
 
 def test_unsupported_output_strides_are_refused():

@@ -122,3 +122,32 @@ def test_interpreter_matches_eager_on_recorded_graph():
     y = (t[1:, ::2] * 2.5 + gradc.tensor([1.0, -np.inf])).exp() > 0.5
     want = gradc.where(y, 1.0, t[:2, :2]).sum()
     np.testing.assert_array_equal(interpret(g, {"x": x})[g.outputs[0].name], want.numpy())
+
+
+def test_copy_equals_the_parsed_text_and_is_independent():
+    import golden_steps
+    from gradc.passes import run_pipeline
+
+    step, args = golden_steps.mlp_adam()
+    g = run_pipeline(gradc.trace(step, *args).ir("autodiff")).graph  # fused and planned: kernels, offsets
+    c = g.copy()
+    assert str(c) == str(g) == str(parse(str(g))) and c.kernels.keys() == g.kernels.keys()
+    assert not {id(v) for v in c.values()} & {id(v) for v in g.values()}
+    c.nodes[0].attrs["marker"] = 1
+    c.kernels[next(iter(c.kernels))].stores.append("x")
+    c.outputs.clear()
+    assert str(g) == str(parse(str(g))) and g.outputs and "marker" not in g.nodes[0].attrs
+    assert c.fresh_name() == g.copy().fresh_name() == parse(str(g)).fresh_name()
+
+
+def test_large_uniform_constants_are_traced_as_a_broadcast_scalar():
+    w = gradc.randn(300, 4)
+
+    def f(x):
+        return x * gradc.zeros(300, 4) + gradc.ones(300, 4) + gradc.tensor([[1.0, 2.0, 3.0, 4.0]] * 300)
+
+    g = gradc.trace(f, w).graph
+    consts = [n for n in g.nodes if n.op == "const"]
+    assert sorted(n.attrs["value"].size for n in consts) == [1, 1, 1200]  # the non-uniform one stays whole
+    assert [n.attrs["shape"] for n in g.nodes if n.op == "broadcast"] == [(300, 4), (300, 4)]
+    np.testing.assert_array_equal(interpret(g, {"x": w.numpy()})[g.outputs[0].name], f(w).numpy())

@@ -89,11 +89,13 @@ class Operand(NamedTuple):
     strides: tuple
 
 
-def through_transposes(v):
+def through_transposes(v, buffers):
     """(buffer value, strides): where the elements of IR value `v` lie, looking through
-    `transpose` nodes (v[i] = buffer[sum(i * strides)], buffer contiguous)."""
+    `transpose` nodes (v[i] = buffer[sum(i * strides)], buffer contiguous) down to the
+    first value in `buffers` (names of what is in memory: a transpose that another
+    kernel stored is read as stored, not through its own source)."""
     strides = None
-    while v.producer is not None and v.producer.op == "transpose":
+    while v.name not in buffers and v.producer is not None and v.producer.op == "transpose":
         perm = v.producer.attrs["perm"]
         strides = tuple(perm) if strides is None else tuple(perm[p] for p in strides)
         v = v.producer.operands[0]

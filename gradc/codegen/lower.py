@@ -288,7 +288,7 @@ def _matmul(fb: FunctionBuilder, st, ptrs: dict) -> None:
         return
 
     def operand(v):
-        src, strides = gemm.through_transposes(v) if v in st.views else (v, contiguous_strides(v.shape))
+        src, strides = gemm.through_transposes(v, ptrs) if v in st.views else (v, contiguous_strides(v.shape))
         return gemm.Operand(ptrs[src.name], v.shape, strides)
 
     if st.result is n.out:

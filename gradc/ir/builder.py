@@ -21,6 +21,7 @@ from ..prims import REGISTRY, make_const_value
 from .graph import Graph, Value
 
 _stack: list["GraphBuilder"] = []
+_SPLAT_ABOVE = 64  # elements: smaller constants print in full, as they are
 
 
 def active() -> "GraphBuilder":
@@ -61,6 +62,16 @@ class GraphBuilder:
             return d
         if id(o) in self.known:
             return self.known[id(o)]
+        return self.constant(d)
+
+    def constant(self, d: np.ndarray) -> Value:
+        """A concrete array as a graph constant; one filled with a single value (the zeros
+        of fresh optimizer state, say) as that value broadcast, so the graph text holds
+        one number, not millions."""
+        if d.size > _SPLAT_ABOVE and (d == d.flat[0]).all():
+            value = make_const_value(d.reshape(-1)[0])
+            scalar = self.emit("const", [], {"value": value}, _aval(value))
+            return self.emit("broadcast", [scalar], {"shape": tuple(d.shape)}, _aval(d))
         return self.emit("const", [], {"value": make_const_value(d)}, _aval(d))
 
     def emit(self, op, operands, attrs, aval, name=None) -> Value:

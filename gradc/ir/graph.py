@@ -151,12 +151,22 @@ class Graph:
         return list(self.outputs) + [v for _, v in self.updates]
 
     def copy(self) -> "Graph":
-        """An independent copy (new Value and Node objects, same names)."""
-        from .parser import parse
-        from .printer import format_graph
-
-        g = parse(format_graph(self))
+        """An independent copy (new Value and Node objects, same names; attribute values,
+        which are immutable, are shared). Equal to `parse(str(self))`, without the text."""
+        g = Graph(self.name)
+        env = {}
+        for v in self.inputs:
+            env[v.name] = g.add_input(v.name, v.dtype, v.shape, v.kind)
+        for n in self.nodes:
+            operands = [env[o.name] if isinstance(o, Value) else o for o in n.operands]
+            out = n.out
+            env[out.name] = g.add_node(n.op, operands, n.attrs, out.dtype, out.shape, out.name, n.loc, n.source)
+            g.nodes[-1].kernel = n.kernel
+        g.outputs = [env[v.name] for v in self.outputs]
+        g.updates = [(env[t.name], env[v.name]) for t, v in self.updates]
+        g.kernels = {name: Kernel(name, k.stores, k.temps, k.offsets, k.scratch) for name, k in self.kernels.items()}
         g.fusion_notes = dict(self.fusion_notes)
+        g._counter = itertools.count(max((int(n) for n in g._names if n.isdigit()), default=0) + 1)
         return g
 
     def rebuild(self, nodes) -> None:
