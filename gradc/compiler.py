@@ -9,27 +9,39 @@ every call. A new key traces again (saying why when `GRADC_LOG=recompiles`);
 errors found while tracing (a wrong feature size or dtype) are raised, naming
 the user's line, before anything is written.
 
-The per-call path is short (a few microseconds): a guard function generated
-when the version was chosen checks each argument's type, shape and dtype,
-copies it into the version's private input buffer, and compares with `is`
-every object the key depends on: the modules, optimizers and scalars the step
-names, every registry and attribute of those modules, each parameter's and
-state tensor's array, requires_grad, each param group's entries but the
-learning rate, and the optimizer state's layout. Whatever can change the key
-replaces one of these objects, so only then is the key computed by value: an
-equal key keeps its version and binds the arrays that were replaced
-(load_state_dict, `p.data = ...`) without recompiling. Then the learning
-rates are written and the native code runs: one call through a pointer table.
+The per-call path is one generated function (`_Guard`, 2-3 us for the seed's
+linear regression): under the step's lock it checks each argument's type,
+shape and dtype, and compares with `is` every object the key depends on: the
+modules, optimizers and scalars the step names, every registry and attribute
+of those modules, each parameter's and state tensor's array, requires_grad,
+each param group's entries but the learning rate, and the optimizer state's
+layout (plain scalar attributes and hyper-parameters by value, in one tuple
+per dict). Whatever can change the key replaces one of these objects, so only
+then is the key computed by value: an equal key keeps its version and binds
+the arrays that were replaced (load_state_dict, `p.data = ...`) without
+recompiling. Then it feeds the arguments: an array passed again (the same
+object, maybe changed in place) is read where it is, as bound when the
+version was chosen, any other is copied into the version's private input
+buffer; writes the learning rates; makes the native call, with no argument
+(the pointer table is set once); and returns the outputs as new tensors.
+
+`step.run(n, *stacks)` makes n steps in one native call over stacked batches,
+with the same guards and checks (every batch's index tensors checked before
+the first step), the learning rates read once per run, and the same results,
+parameters and optimizer state as n calls.
 """
 from __future__ import annotations
 
 import builtins
+import ctypes
 import functools
 import linecache
+import operator
 import os
 import sys
 import textwrap
 import threading
+import weakref
 from itertools import chain
 
 import numpy as np
@@ -66,10 +78,14 @@ def _as_input(a, name):
     if isinstance(a, Tensor):
         return a
     if isinstance(a, np.ndarray):
-        if a.dtype.kind not in "biuf" or a.dtype.itemsize < 4 and a.dtype.kind == "f":
-            raise TypeError(f"gradc.compile: argument {name!r} has unsupported dtype {a.dtype}; pass float32/float64/int64/bool data")
+        _check_dtype(a, name)
         return Tensor(a)
     return a
+
+
+def _check_dtype(a: np.ndarray, name) -> None:
+    if a.dtype.kind not in "biuf" or a.dtype.itemsize < 4 and a.dtype.kind == "f":
+        raise TypeError(f"gradc.compile: argument {name!r} has unsupported dtype {a.dtype}; pass float32/float64/int64/bool data")
 
 
 def _hashable(v) -> bool:
@@ -86,6 +102,13 @@ def _never(args) -> bool:
 
 def _result(outs):
     return outs[0] if len(outs) == 1 else tuple(outs) if outs else None
+
+
+def _outputs(result) -> list:
+    """The arrays of a step's result (`_result`'s inverse)."""
+    if result is None:
+        return []
+    return [t._data for t in (result if isinstance(result, tuple) else (result,))]
 
 
 # ----------------------------------------------------------------------------- what a step reads
@@ -186,25 +209,41 @@ class _Names:
 
 
 class _Guard:
-    """Whether a call may reuse the version chosen last time: `check(args)`, generated
-    as one Python function of straight-line checks (about 40 ns each; `source`
-    shows it), tests the arguments' types, shapes and dtypes, then `is` on every
-    object the key depends on, as they were when the version was chosen. When all
-    hold it copies the arguments into the version's input buffers and returns
-    True; it raises KeyError or ValueError if an entry or closure cell it reads
-    was deleted."""
+    """The fast path of the version chosen last time, generated as Python source
+    (`source` shows it) when the version was chosen. Two functions share its
+    straight-line checks (30-50 ns each): the arguments' types, shapes and
+    dtypes, then `is` on every object the key depends on, as they were then
+    (plain scalar attributes and hyper-parameters compared by value in one
+    tuple per dict, which is what the key does; an empty container by `not`).
 
-    def __init__(self, version, args, world: _World):
+    `call(args)` is the whole call under `lock`: when a check fails or raises
+    (another number of arguments, an entry or closure cell that was deleted, a
+    hyper-parameter now an object that cannot compare) it returns `slow()(args)`, before
+    touching anything; otherwise it feeds the arguments (an argument's own
+    array when it is the one bound last time, else a copy into the private
+    input buffer), writes the learning rates, makes the native call and
+    returns the result as new tensors. `check(args)` only checks (for `run`,
+    which holds the lock), and may raise as the checks in `call` do."""
+
+    def __init__(self, version, args, world: _World, lock, slow: weakref.WeakMethod):
         self._names: dict[int, str] = {}
         self._objects: list = []  # held, so the ids behind `_names` stay unique
-        head, conds, copies = self._arguments(version, args)
+        head, conds, state, feeds = self._arguments(version, args)
         conds += self._world(world)
-        lines = [*head, "if not (" + "\n        and ".join(conds) + "):", "    return False", *copies, "return True"]
-        body = textwrap.indent("\n".join(lines), " " * 8)
-        self.source = f"def make({', '.join(self._names.values())}):\n    def guard(args):\n{body}\n    return guard\n"
+        test = "if not (" + "\n        and ".join(conds) + "):"
+        check = [*head("return False"), test, "    return False", "return True"]
+        miss = f"return {self._ref(slow)}()(args)"
+        call = [*(["nonlocal " + ", ".join(state)] if state else []), f"with {self._ref(lock)}:", *_indented([
+            "try:", *_indented([*head(miss), test, "    " + miss]),
+            "except Exception:  # the checks touch nothing: the slow path finds out (and raises) properly",
+            "    " + miss, *feeds, *self._finish(version)])]
+        body = [f"    {line}" for line in state.values()]
+        for name, lines in (("check", check), ("call", call)):
+            body += [f"    def {name}(args):", *_indented(lines, 2)]
+        self.source = "\n".join([f"def make({', '.join(self._names.values())}):", *body, "    return check, call", ""])
         namespace: dict = {}
         exec(builtins.compile(self.source, f"<gradc guard of {version.name}>", "exec"), namespace)
-        self.check = namespace["make"](*self._objects)
+        self.check, self.call = namespace["make"](*self._objects)
 
     def _ref(self, obj) -> str:
         """The name of `obj` in the generated function."""
@@ -218,9 +257,15 @@ class _Guard:
         return f"{expr} is {obj}" if obj is None or isinstance(obj, bool) else f"{expr} is {self._ref(obj)}"
 
     def _arguments(self, version, args):
+        """The head (unpacking: a ValueError when the number of arguments differs), the conditions
+        on each argument, and for `call` its state (the array each input slot reads now) and the
+        lines that feed the slots."""
         n = len(args)
-        head = [f"if len(args) != {n}:", "    return False"] + ([f"{', '.join(f'a{i}' for i in range(n))}, = args"] if n else [])
-        conds, copies = [], []
+
+        def head(miss):
+            return [f"{', '.join(f'a{i}' for i in range(n))}, = args"] if n else ["if args:", f"    {miss}"]
+
+        conds, state, feeds = [], {}, []
         for i, (a, (shape, want, buf)) in enumerate(zip(args, version.slots)):
             if shape is None:  # a constant of the graph
                 conds.append(f"(a{i} is {self._ref(want)} or (type(a{i}) is {self._ref(type(want))} and a{i} == {self._ref(want)}))")
@@ -229,8 +274,27 @@ class _Guard:
             conds.append(f"type(d{i} := a{i}._data if type(a{i}) is {self._ref(Tensor)} else a{i}) is "
                          f"{self._ref(np.ndarray)} and d{i}.shape == {shape!r} and d{i}.dtype is {self._ref(data.dtype)}")
             if buf is not None:
-                copies.append(f"{self._ref(buf)}[...] = d{i}")
-        return head, conds, copies
+                state[f"r{i}"] = f"r{i} = {self._ref(version.reads[i])}"
+                b = self._ref(buf)
+                feeds += [f"if d{i} is not r{i}:",  # not the array the slot reads: copy into the private buffer
+                          f"    if r{i} is not {b}:",
+                          f"        r{i} = {self._ref(version.unshare)}({i})",
+                          f"    {b}[...] = d{i}"]
+        return head, conds, state, feeds
+
+    def _finish(self, version) -> list:
+        """The lines after the feeds: learning rates, the native call, the result as new tensors."""
+        if version._owners:  # creates optimizer state: the general path
+            return [f"return {self._ref(version.run)}()"]
+        lines = [f"{self._ref(cell)}.value = {self._ref(group)}['lr']" for cell, group in version._lr_cells]
+        lines += version.executable.call_lines(self._ref, "o")
+        n_out = len(version.graph.outputs)
+        new, cls = self._ref(Tensor.__new__), self._ref(Tensor)  # Tensor._wrap, inline
+        for j in range(n_out):
+            lines += [f"t{j} = {new}({cls})", f"t{j}._init(o[{j}].copy())"]
+        results = [f"t{j}" for j in range(n_out)]
+        value = "None" if not results else results[0] if n_out == 1 else "(" + ", ".join(results) + ")"
+        return lines + [f"return {value}"]
 
     def _world(self, world: _World) -> list:
         names = world.names
@@ -239,7 +303,7 @@ class _Guard:
         conds += [self._is(f"{self._ref(c)}.cell_contents", c.cell_contents) for _, c in names.cells]
         for m in world.modules:
             attrs = {k: v for k, v in vars(m).items() if k not in _MODULE_INTERNALS or k == "training"}
-            conds += self._same_dict(self._ref(m.__dict__), m.__dict__, attrs)
+            conds += self._same_dict(self._ref(m.__dict__), m.__dict__, attrs, alone=("training",))
             for reg in (m._parameters, m._buffers, m._modules):
                 conds += self._same_dict(self._ref(reg), reg, reg)
         for t in world.params.values():
@@ -257,17 +321,39 @@ class _Guard:
                 conds += self._same_dict(self._ref(st), st, st)
         return conds
 
-    def _same_dict(self, expr: str, d: dict, entries: dict) -> list:
-        """`d` (reached as `expr`) has as many entries as now, and these `entries` are the same objects."""
+    def _same_dict(self, expr: str, d: dict, entries: dict, alone=()) -> list:
+        """`d` (reached as `expr`) has as many entries as now, and these `entries` are the same
+        objects, or (plain dicts) equal scalars, compared in one tuple unless named `alone`."""
+        if not d:
+            return [f"not {expr}"]
         lookup = "{}.get({})" if hasattr(type(d), "__missing__") else "{}[{}]"  # a defaultdict must not grow here
         out = [f"len({expr}) == {len(d)}"]
+        scalars = [k for k, v in entries.items() if type(d) is dict and k not in alone and _is_scalar(v)]
+        if len(scalars) > 1:
+            getter = self._ref(operator.itemgetter(*scalars))
+            out.append(f"{getter}({expr}) == {self._ref(tuple(entries[k] for k in scalars))}")
+        else:
+            scalars = []
         for k, v in entries.items():
-            out.append(self._is(lookup.format(expr, repr(k) if type(k) in (str, int) else self._ref(k)), v))
+            if k not in scalars:
+                out.append(self._is(lookup.format(expr, repr(k) if type(k) in (str, int) else self._ref(k)), v))
         return out
 
     def _same_list(self, items: list) -> list:
         expr = self._ref(items)
+        if not items:
+            return [f"not {expr}"]
         return [f"len({expr}) == {len(items)}"] + [self._is(f"{expr}[{i}]", v) for i, v in enumerate(items)]
+
+
+def _indented(lines: list, depth: int = 1) -> list:
+    return [textwrap.indent(line, "    " * depth) for line in lines]
+
+
+def _is_scalar(v) -> bool:
+    """A value the key holds by its repr, compared by value by the guard: an equal value
+    traces the same step (up to the type of a number: 1 and 1.0 pass alike)."""
+    return v is None or type(v) in _SCALARS or type(v) is tuple and all(_is_scalar(x) for x in v)
 
 
 # ----------------------------------------------------------------------------- tracing errors
@@ -283,14 +369,31 @@ def _user_line(tb) -> str:
     return where
 
 
+def _failing_layer(fn, tb) -> str:
+    """`, in layer fc1: Linear(...)`: the innermost module whose call the traceback passes through."""
+    from .nn import Module
+
+    layer = None
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code is Module.__call__.__code__:
+            layer = frame.f_locals.get("self")
+        tb = tb.tb_next
+    if layer is None:
+        return ""
+    names = {id(m): path for root, top in tracing._find(fn, Module) for path, m in top.named_modules(prefix=root)}
+    name = names.get(id(layer))
+    return f", in layer {name + ': ' if name else ''}{repr(layer).splitlines()[0]}"
+
+
 def _trace(fn, args, name, label):
     """`tracing.trace`, with the user's line added to the message of an error raised while tracing."""
     try:
         return tracing.trace(fn, *args, name=name)
     except Exception as e:
-        where = _user_line(e.__traceback__)
-        if where and not isinstance(e, TraceError):  # a TraceError names the line already
-            note = f"(raised while gradc.compile traced {label}, at {where})"
+        where, layer = _user_line(e.__traceback__), _failing_layer(fn, e.__traceback__)
+        if (where or layer) and not isinstance(e, TraceError):  # a TraceError names the line already
+            note = f"(raised while gradc.compile traced {label}{layer}{', at ' + where if where else ''})"
             if len(e.args) == 1 and isinstance(e.args[0], str) and type(e).__str__ is BaseException.__str__:
                 e.args = (f"{e.args[0]} {note}",)
             else:
@@ -341,17 +444,24 @@ class _Version:
         scalars = ["lr" if n_groups == 1 else f"lr.{k}" for k in range(n_groups)]
         self._lr_buffers = [ex.input_buffer(n) if n in inputs else None for n in scalars]
         self.slots = []  # per argument: (shape, dtype, input buffer), or (None, value, None) for a constant
+        self.inputs = []  # per argument: the graph input it feeds, or None
         for name, a in zip(tracing._arg_names(step.fn, len(args)), args):
             if isinstance(a, Tensor):
                 buf = ex.input_buffer(name) if name in inputs else None
                 self.slots.append((tuple(a.shape), a._data.dtype, buf))
+                self.inputs.append(name if buf is not None else None)
             else:
                 self.slots.append((None, a, None))
-        self._bound, self._lrs, self._owners = {}, [], []
+                self.inputs.append(None)
+        self.reads = [buf for _, _, buf in self.slots]  # the array each input slot reads now
+        self._bound, self._lrs, self._lr_cells, self._owners = {}, [], [], []
         _dump(self.name, self.stages, {"": ex})
 
     def adopt(self, world: _World) -> None:
         """Bind the params and state the step reads now (resolved by name), where their arrays changed."""
+        for i, (_, _, buf) in enumerate(self.slots):
+            if self.reads[i] is not buf:  # a caller's array must not be bound while params are (overlap checks)
+                self.unshare(i)
         feeds = {}
         for name, t in chain(((n, world.params[n]) for n in self.params), ((n, world.state[n]) for n in self.state)):
             a = t._data
@@ -365,13 +475,41 @@ class _Version:
             self.executable.bind(feeds)
             self._bound.update(feeds)
         self._lrs = [(buf, g) for buf, g in zip(self._lr_buffers, world.groups) if buf is not None]
+        self._lr_cells = [(ctypes.c_double.from_address(buf.ctypes.data), g) for buf, g in self._lrs]
         self._owners = [(v, world.owner(v.name)) for v in self.new_state]
 
-    def load(self, tensors) -> None:
-        """Copy the arguments (converted to tensors) into the input buffers."""
-        for a, (_, _, buf) in zip(tensors, self.slots):
-            if buf is not None:
-                buf[...] = a._data
+    def load(self, args, share=True) -> None:
+        """Feed the arguments (as passed): with `share`, an array the input's buffer could be is
+        bound as it is (calls that pass it again copy nothing); any other is copied into the
+        private buffer."""
+        for i, (a, (_, _, buf)) in enumerate(zip(args, self.slots)):
+            if buf is None:
+                continue
+            d = a._data if isinstance(a, Tensor) else a
+            if share and type(d) is np.ndarray and d.dtype == buf.dtype and d.flags.c_contiguous and d.flags.aligned:
+                try:
+                    self.executable.bind({self.inputs[i]: d})
+                    self.reads[i] = d
+                    continue
+                except ValueError:  # it overlaps a param or state that the step updates
+                    pass
+            self.unshare(i)
+            buf[...] = d
+
+    def unshare(self, i: int) -> np.ndarray:
+        """Point input slot `i` back at its private buffer (and return it)."""
+        buf = self.slots[i][2]
+        if self.reads[i] is not buf:
+            self.executable.bind({self.inputs[i]: buf})
+            self.reads[i] = buf
+        return buf
+
+    def run_steps(self, n: int, stacks) -> list:
+        """n steps in one native call on stacked batches (arrays, one per argument, None for
+        constants); the learning rates are read once. Returns the stacked output arrays."""
+        for buf, group in self._lrs:
+            buf[()] = group["lr"]
+        return self.executable.run_steps(n, {name: a for name, a in zip(self.inputs, stacks) if name is not None})
 
     def run(self):
         """One call on the loaded arguments: the step's result (a tensor, a tuple of them, or None)."""
@@ -405,22 +543,74 @@ class CompiledStep:
         self._versions: dict = {}  # frozen key -> _Version, in the order they were compiled
         self._lock = threading.Lock()
         self._current = None  # the version chosen by the last call
-        self._guard = None  # whether the next call may use it too (a _Guard)
-        self._check = _never
+        self._guard = None  # the fast path of the next call, if it may use that version too (a _Guard)
+        self._check, self._call = _never, None
+        self._arg_names: dict = {}  # number of arguments -> their names (inspect.signature is slow)
 
     def __call__(self, *args):
-        with self._lock:
-            try:
-                same = self._check(args)
-            except (KeyError, ValueError):  # an entry or closure cell the guard reads was deleted
-                same = False
-            if not same:
-                self._select(args)
-            return self._current.run()
+        call = self._call  # the guard's fast path, once a version was chosen
+        if call is None:
+            with self._lock:
+                return self._slow(args)
+        return call(args)
 
-    def _select(self, args):
-        """The slow path: the key by value, its version (compiled if new), bound to today's arrays."""
-        self._guard, self._check = None, _never
+    def _slow(self, args):
+        """A call that the fast path does not cover (the lock is held)."""
+        self._select(args)
+        return self._current.run()
+
+    def run(self, n: int, *args):
+        """`n` steps in one native call: each tensor argument is a stack of n batches along a
+        new first axis (`losses = step.run(100, xs, ys)` with xs of shape (100, *x.shape));
+        other arguments are passed to every step as they are. Returns the n results stacked
+        (a tensor of shape (n, *loss.shape), a tuple of them, or None), and leaves the model
+        and optimizer exactly as n calls `step(xs[i], ys[i])` would. The same guards and
+        checks apply as to one call, to every batch before the first step runs; the learning
+        rates are read once, at the start (a scheduler steps between runs). A step that
+        creates optimizer state runs alone first, as one call."""
+        n = operator.index(n)
+        if n < 1:
+            raise ValueError(f"{self.__name__}.run(n, ...) needs n >= 1, got {n}")
+        if len(args) not in self._arg_names:
+            self._arg_names[len(args)] = tracing._arg_names(self.fn, len(args))
+        stacks = [self._stack(n, a, name) for a, name in zip(args, self._arg_names[len(args)])]
+        with self._lock:
+            outs = self._run_steps(n, args, stacks)
+        return _result([Tensor._wrap(o) for o in outs])
+
+    def _stack(self, n: int, a, name: str):
+        """A tensor argument of `run` as an array of n batches, or None for a constant."""
+        if not isinstance(a, (Tensor, np.ndarray)):
+            return None
+        d = a._data if isinstance(a, Tensor) else a
+        _check_dtype(d, name)
+        if d.ndim == 0 or d.shape[0] != n:
+            raise ValueError(f"{self.__name__}.run({n}, ...): argument {name!r} has shape {list(d.shape)}; "
+                             f"expected {n} batches stacked along the first axis")
+        return d
+
+    def _run_steps(self, n: int, args, stacks) -> list:
+        first = tuple(a if d is None else d[0] for a, d in zip(args, stacks))
+        try:
+            same = self._check(first)
+        except Exception:  # as in the guard's `call`: the slow path finds out
+            same = False
+        if not same:
+            self._select(first, share=False)
+        version = self._current
+        if not version._owners:
+            return version.run_steps(n, stacks)
+        version.load(first, share=False)
+        out = _outputs(version.run())  # creates optimizer state; the other steps use another version
+        if n == 1:
+            return [o[None] for o in out]
+        rest = self._run_steps(n - 1, args, [None if d is None else d[1:] for d in stacks])
+        return [np.concatenate([o[None], r]) for o, r in zip(out, rest)]
+
+    def _select(self, args, share=True):
+        """The slow path: the key by value, its version (compiled if new), bound to today's arrays
+        (the arguments' own arrays too, if `share`)."""
+        self._guard, self._check, self._call = None, _never, None
         names = tracing._arg_names(self.fn, len(args))
         tensors = tuple(_as_input(a, n) for a, n in zip(args, names))
         world = _World(self.fn)
@@ -430,10 +620,11 @@ class CompiledStep:
         if version is None:
             version = self._compile(key, frozen, tensors, world)
         version.adopt(world)
-        version.load(tensors)
+        version.load(args, share)
         self._current = version
-        self._guard = _Guard(version, args, world)  # after tracing, which may add attributes
-        self._check = self._guard.check
+        # after tracing, which may add attributes; the guard reaches this step weakly (no cycle keeps it alive)
+        self._guard = _Guard(version, args, world, self._lock, weakref.WeakMethod(self._slow))
+        self._check, self._call = self._guard.check, self._guard.call
 
     def _compile(self, key, frozen, args, world):
         before = self._current.key if self._current else None
@@ -513,6 +704,34 @@ class InterpretedGraph:
         for target, _ in self.graph.updates:
             np.copyto(self._bound[target.name], res[target.name])
         return [res[v.name] for v in self.graph.outputs]
+
+    def call_lines(self, ref, out: str) -> list:
+        return [f"{out} = {ref(self.call)}()"]
+
+    def run_steps(self, n: int, stacks: dict) -> list:
+        """`CompiledGraph.run_steps` on the interpreter: the stacked index tensors are checked
+        first, then the steps run one after the other; a step that fails restores the params
+        and state as they were before the first."""
+        from .codegen.lower import IndexCheck, check_indices, describe, index_uses
+
+        for node in self.graph.nodes:
+            for v, size, axis in index_uses(node):
+                if v.name in stacks:
+                    check_indices(np.asarray(stacks[v.name]), IndexCheck(v.name, size, axis, describe(node)))
+        saved = {name: self._bound[name] for name in stacks if name in self._bound}
+        before = [(self._bound[t.name], self._bound[t.name].copy()) for t, _ in self.graph.updates]
+        outs = []
+        try:
+            for i in range(n):
+                self._bound.update((name, np.asarray(a[i])) for name, a in stacks.items())
+                outs.append([np.array(o) for o in self.call()])
+        except Exception:
+            for a, copy in before:
+                np.copyto(a, copy)
+            raise
+        finally:
+            self._bound.update(saved)
+        return [np.stack([o[j] for o in outs]) for j in range(len(self.graph.outputs))]
 
     def llvm_ir(self, optimized=False):
         raise RuntimeError("the interpreter backend generates no LLVM IR")

@@ -553,3 +553,126 @@ def leak_check():
     grown = _rss_growth(full)
     assert grown - baseline < 2 * 2**20, (
         f"RSS grew by {grown / 2**20:.1f} MB over 50 compiled graphs, {baseline / 2**20:.1f} MB of it llvmlite's")
+
+
+# ---------------------------------------------------------------- the disk cache by graph text
+def _cached_graph():
+    """A matmul big enough for the thread pool (whose address the constants blob holds), a constant, a tail."""
+    return make([("x", F32, (96, 300)), ("w", F32, (300, 131), "param")],
+                lambda x, w: gradc.tanh(x @ w + 0.25).sum(dim=0), name="cached")
+
+
+def test_graph_cache_skips_verification_and_lowering(tmp_path, monkeypatch):
+    from gradc.codegen import lower
+
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("GRADC_CHECK_IR")
+    g = _cached_graph()
+    feeds = feed_for(g, np.random.default_rng(3))
+    want = interpret(g, feeds)
+    first = compile_graph(g)
+    (entry,) = tmp_path.glob("*.graph")
+
+    def fail(*args):
+        raise AssertionError("lowered although the graph's lowering is cached")
+
+    monkeypatch.setattr(gradc.codegen, "lower_graph", fail)
+    monkeypatch.setattr(Graph, "verify", fail)
+    again = compile_graph(_cached_graph())  # another graph object of the same text
+    assert again.from_cache and again.llvm_ir() == first.llvm_ir()
+    for name, a in again.run(feeds).items():
+        np.testing.assert_allclose(a, want[name], rtol=2e-5, atol=2e-5)
+
+    changed = make([("x", F32, (96, 300)), ("w", F32, (300, 131), "param")],
+                   lambda x, w: gradc.tanh(x @ w + 0.5).sum(dim=0), name="cached")
+    with pytest.raises(AssertionError, match="lowered although"):
+        compile_graph(changed)  # another constant: another key
+    monkeypatch.setenv("GRADC_NUM_THREADS", "1")
+    with pytest.raises(AssertionError, match="lowered although"):
+        compile_graph(_cached_graph())  # the lowering's settings are part of the key
+    monkeypatch.delenv("GRADC_NUM_THREADS")
+
+    monkeypatch.setattr(gradc.codegen, "lower_graph", lower.lower_graph)
+    monkeypatch.setattr(Graph, "verify", lambda self: self)
+    blob = entry.read_bytes()
+    for damaged in (blob[: len(blob) // 2], blob[:-1] + bytes([blob[-1] ^ 1]), b""):
+        entry.write_bytes(damaged)
+        c = compile_graph(_cached_graph())  # lowered again (its object code is still cached)
+        np.testing.assert_allclose(c.run(feeds)[g.outputs[0].name], want[g.outputs[0].name], rtol=2e-5, atol=2e-5)
+        assert entry.read_bytes() == blob
+
+
+def test_graph_cache_is_off_while_checking_ir(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GRADC_CHECK_IR", "1")  # the suite patches lowering settings (tile shapes, threads)
+    compile_graph(_cached_graph())
+    assert list(tmp_path.glob("*.obj")) and not list(tmp_path.glob("*.graph"))
+
+
+CACHED_SCRIPT = """
+import sys, numpy as np
+sys.path.insert(0, {tests!r})
+import gradc.codegen, test_codegen
+g = test_codegen._cached_graph()
+c = gradc.codegen.compile_graph(g)
+x = np.linspace(-1, 1, 96 * 300, dtype=np.float32).reshape(96, 300)
+w = np.cos(np.arange(300 * 131, dtype=np.float32)).reshape(300, 131) / 10
+out = c.run({{"x": x, "w": w}})[g.outputs[0].name]
+print(c.from_cache, repr(float(np.abs(out - np.tanh(x @ w + 0.25).sum(0)).max())))
+"""
+
+
+def test_graph_cache_in_another_process(tmp_path):
+    """A lowering made by another process runs with this process's constants (the thread pool's address)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "cached.py"
+    script.write_text(CACHED_SCRIPT.format(tests=os.path.dirname(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "GRADC_CHECK_IR"}
+    env.update(GRADC_CACHE_DIR=str(tmp_path / "cache"), GRADC_NUM_THREADS="2")
+    runs = [subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+            for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    (cached1, err1), (cached2, err2) = (r.stdout.split() for r in runs)
+    assert (cached1, cached2) == ("False", "True") and float(err1) < 1e-3 and float(err2) < 1e-3
+    assert list((tmp_path / "cache").glob("*.graph"))
+
+
+STEP_SCRIPT = """
+import numpy as np, gradc, gradc.nn as nn, gradc.optim as optim
+gradc.manual_seed(0)
+model = nn.Sequential(nn.Linear(7, 33), nn.ReLU(), nn.Linear(33, 3))
+criterion, optimizer = nn.CrossEntropyLoss(), optim.Adam(model.parameters(), lr=0.01)
+
+@gradc.compile
+def step(x, y):
+    loss = criterion(model(x), y)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss
+
+x, y = np.random.default_rng(0).standard_normal((5, 7)).astype(np.float32), np.array([0, 2, 1, 1, 0])
+print(*[step(x, y).item() for _ in range(3)], step.versions, step._current.executable.from_cache)
+"""
+
+
+def test_a_training_step_from_the_caches_of_another_process(tmp_path):
+    """Second run of a script: passes, lowering and LLVM all skipped, the same losses."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(STEP_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "GRADC_CHECK_IR"}
+    env.update(GRADC_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=os.path.dirname(os.path.dirname(gradc.__file__)))
+    runs = [subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+            for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    first, second = (r.stdout.split() for r in runs)
+    assert first[:4] == second[:4] and first[3] == "2" and (first[4], second[4]) == ("False", "True")
+    cache = tmp_path / "cache"
+    assert len(list(cache.glob("*.passes"))) == len(list(cache.glob("*.graph"))) == 2

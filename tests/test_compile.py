@@ -169,6 +169,8 @@ def test_compiled_module_forward_and_gradients_match_eager(tmp_path, monkeypatch
     with gradc.no_grad():
         assert fast(x).grad_fn is None
     assert len(list(fast.parameters())) == 4  # attributes pass through to the module
+    with pytest.raises(RuntimeError, match=r"\(4x6 and 5x7\).*traced Sequential, in layer 0: Linear\(in_features=5, "):
+        fast(gradc.randn(4, 6, dtype=gradc.float64))
     dumped = {p.name for p in tmp_path.iterdir()}
     assert {"sequential.traced.ir", "sequential.optimized.dot", "sequential.backward.ir", "sequential.opt.ll",
             "sequential.backward.s"} <= dumped
@@ -350,6 +352,39 @@ def test_steady_calls_take_the_fast_path(monkeypatch):
     assert "['training'] is False" in t.compiled._guard.source
 
 
+def test_fast_path_reads_a_repeated_array_in_place_and_copies_other_arrays(monkeypatch):
+    t = Twins(momentum=0.9)
+    (x, y), (x2, y2) = data(8), data(8, seed=1)
+    t.step(x, y)
+    t.step(x, y)
+    slow, select = [], t.compiled._select
+    monkeypatch.setattr(t.compiled, "_select", lambda args: (slow.append(args), select(args)))
+    x[1, 2] = 5.0  # the array bound as it is, changed in place
+    t.step(x, y)
+    t.step(x2, y2)  # other arrays: copied into the private buffers
+    t.step(x, y)  # the first ones again, now copied too
+    x[0, 0] = -3.0
+    t.step(x, y)
+    t.step(x2, y, tensors=True)
+    assert not slow
+    assert t.compiled.versions == 2
+
+
+def test_an_argument_sharing_a_parameters_array_is_read_before_the_update():
+    t = Twins()
+    x, y = data(1)  # one sample: x has the weight's shape
+    xe, xc = x.copy(), x.copy()
+    t.step(xc, y)  # xc is bound as it is
+    t.step(xc, y)
+    t.eager.model.linear.weight.data = gradc.from_numpy(xe)  # now the weight's array too
+    t.comp.model.linear.weight.data = gradc.from_numpy(xc)
+    for _ in range(3):
+        le, lc = t.eager.step(gradc.tensor(xe), gradc.tensor(y)), t.compiled(xc, y)
+        assert_rel(lc.item(), le.item(), 1e-12, "loss")
+        assert_rel(xc, xe, 1e-12, "the shared array")
+    assert t.compiled.versions == 1
+
+
 def test_replaced_arrays_and_state_are_bound_again_without_recompiling():
     t = Twins(momentum=0.9)
     x, y = data(8)
@@ -446,7 +481,8 @@ def test_bad_input_raises_before_the_native_call_and_changes_nothing():
     line = "test_compile.py:[0-9]+: return self.fc2\\(gradc.relu\\(self.fc1\\(x\\)\\)\\)"
     bad = [
         (IndexError, "out of", (x, np.array([0, 1, 2, 4, 1]))),
-        (RuntimeError, f"shapes cannot be multiplied \\(5x7 and 8x6\\).*{line}", (x[:, :7], y)),
+        (RuntimeError, f"shapes cannot be multiplied \\(5x7 and 8x6\\).*in layer model.fc1: Linear\\(in_features=8, "
+                       f"out_features=6, bias=True\\), at {line}", (x[:, :7], y)),
         (RuntimeError, f"mat1 and mat2 must have the same dtype.*{line}", (x.astype(np.float64), y)),
         (TypeError, "unsupported dtype complex128", (x.astype(np.complex128), y)),
         (TypeError, "unsupported dtype object", (x.astype(object), y)),
@@ -459,6 +495,23 @@ def test_bad_input_raises_before_the_native_call_and_changes_nothing():
             np.testing.assert_array_equal(a, b)
     step(x, y)  # still usable
     assert not np.array_equal(before[0], model.fc1.weight.detach().numpy())
+
+
+def test_a_compiled_step_is_freed_without_the_cycle_collector():
+    import gc
+    import weakref
+
+    t = Twins(momentum=0.9)
+    x, y = data(8)
+    t.step(x, y)
+    t.step(x, y)
+    executable = weakref.ref(t.compiled._current.executable)
+    gc.disable()
+    try:
+        del t
+        assert executable() is None  # no reference cycle keeps the native code alive until a collection
+    finally:
+        gc.enable()
 
 
 # ----------------------------------------------------------------------------- threads

@@ -153,6 +153,47 @@ graph layer(
     compiled_matches(g, {v.name: sample(rng, v.dtype, v.shape) for v in g.inputs}, parse(LAYER))
 
 
+ODD_LAYER = (LAYER.replace("[8,4]", "[37,45]").replace("[3,4]", "[35,45]").replace("[3]", "[35]")
+             .replace("[8,3]", "[37,35]").replace("[4,3]", "[45,35]").replace("[4,8]", "[45,37]"))
+
+
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+@pytest.mark.parametrize("tall", [False, True], ids=["panels", "rows"])
+def test_matmul_epilogues_run_with_the_gemm(nthreads, tall, monkeypatch):
+    """The bias/ReLU/mask epilogue and the transposed weight gradient's update run on each
+    finished column panel of their GEMM (by the thread that computed it), odd sizes giving
+    vector, row and panel tails and k blocks; over buffers too tall for that, split by rows
+    between the threads after the GEMM (or, on one thread, in a loop of their own)."""
+    from gradc.codegen import gemm
+
+    monkeypatch.setattr(gemm, "threads", lambda: nthreads)
+    monkeypatch.setattr(gemm, "PARALLEL_FLOPS", 0)
+    if tall:
+        monkeypatch.setattr(gemm, "EPILOGUE_PANEL_BYTES", 0)
+        monkeypatch.setattr(gemm, "PARALLEL_ELEMENTS", 0)
+    text = ODD_LAYER.replace("[37,45]", "[37,300]").replace("[35,45]", "[35,300]").replace("[45,", "[300,")
+    g = fused(text)
+    for _, spec in kernels(g):
+        assert gemm.fuses_epilogue(*spec.stages) == ("panels" if not tall else "rows" if nthreads > 1 else None)
+    rng = np.random.default_rng(nthreads)  # small integers: every sum is exact, in any order
+    compiled_matches(g, {v.name: rng.integers(-3, 4, v.shape).astype(np.float32) for v in g.inputs}, parse(text))
+
+
+def test_gemm_epilogues_only_on_whole_matrices():
+    """No panel epilogue for a product with a size-1 dim (its loop drops the dim), an empty sum,
+    or too few rows (nor, that small, a shared one)."""
+    from gradc.codegen import gemm
+
+    for shapes in ([("x", F32, (1, 5)), ("w", F32, (5, 7))], [("x", F32, (6, 0)), ("w", F32, (0, 7))],
+                   [("x", F32, (gemm.EPILOGUE_MIN_ROWS - 1, 9)), ("w", F32, (9, 40))]):
+        g = fused(str(make(shapes, lambda x, w: P.maximum(P.matmul(x, w), 0.0))))
+        (_, spec), = kernels(g)
+        assert [st.kind for st in spec.stages] == ["matmul", "epilogue"]
+        assert not gemm.fuses_epilogue(*spec.stages)
+        rng = np.random.default_rng(1)
+        compiled_matches(g, {v.name: sample(rng, v.dtype, v.shape) for v in g.inputs})
+
+
 def test_index_ops_stay_alone_and_cycles_are_refused():
     g = fused("""
 graph g(

@@ -18,7 +18,7 @@ import pytest
 
 import gradc
 from gradc import prims as P
-from gradc.codegen import gemm, jit
+from gradc.codegen import gemm, jit, pool
 from gradc.codegen.emitter import FunctionBuilder
 from gradc.ir import Graph
 from gradc.ir.builder import GraphBuilder, symbolic_tensor
@@ -57,6 +57,8 @@ def run_matmuls(d, cases):
         fb.emit("ret void")
         functions.append(fb.text())
     entry = FunctionBuilder("define void @entry(ptr %t) nounwind", decls)
+    if pool.uses_pool(decls):  # what a lowered module's entry does with its constants blob
+        entry.emit(f"store ptr inttoptr (i64 {pool.address()} to ptr), ptr {pool.GLOBAL}")
     slots = [entry.op(f"load ptr, ptr {entry.gep('ptr', '%t', j)}") for j in range(3 * len(cases) + 1)]
     for i in range(len(cases)):
         entry.emit(f"call void @mm{i}(ptr {slots[3 * i]}, ptr {slots[3 * i + 1]}, ptr {slots[3 * i + 2]}, "

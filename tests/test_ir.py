@@ -124,6 +124,17 @@ def test_interpreter_matches_eager_on_recorded_graph():
     np.testing.assert_array_equal(interpret(g, {"x": x})[g.outputs[0].name], want.numpy())
 
 
+def test_node_inputs_follow_a_replaced_operand_list():
+    g = parse(HAND_WRITTEN)
+    add = next(n for n in g.nodes if n.op == "add")
+    y, b = add.operands
+    assert add.inputs == [y, b]
+    add.operands = [y, 2.0]  # a literal is not an input
+    assert add.inputs == [y] and add.operands == [y, 2.0]
+    add.operands = (b, y)
+    assert add.inputs == [b, y] and add.operands == [b, y]
+
+
 def test_copy_equals_the_parsed_text_and_is_independent():
     import golden_steps
     from gradc.passes import run_pipeline

@@ -23,6 +23,7 @@ import gradc.prims as P
 from gradc.ir import Graph, VerifyError, interpret, parse, verify
 from gradc.ir.builder import GraphBuilder, symbolic_tensor
 from gradc.passes import PASSES, DEFAULT_PIPELINE, format_report, parse_pipeline, register_pass, run_pipeline
+from gradc.passes import manager
 from gradc.passes.autodiff import grad
 from gradc.passes.opt_cli import main as opt_main
 
@@ -543,6 +544,10 @@ def test_verify_each_names_the_pass_that_broke_the_graph(monkeypatch):
     with pytest.raises(VerifyError, match="after pass breaker"):
         run_pipeline(g, "cse,breaker")
     run_pipeline(g, "breaker", verify_each=False)
+    monkeypatch.delenv("GRADC_CHECK_IR")  # outside the tests only the code generator verifies
+    run_pipeline(g, "cse,breaker")
+    with pytest.raises(VerifyError, match="after pass breaker"):
+        run_pipeline(g, "cse,breaker", verify_each=True)
 
 
 def test_empty_pipeline_gives_a_copy():
@@ -706,6 +711,8 @@ def test_default_pipeline_shrinks_the_mlp_adam_step(capsys):
         print(f"\nmlp_adam autodiff graph: {before} nodes -> {after} after simplify,fold,cse,dce")
     assert after < before
     assert res.records[-1].after["nodes"] == after and res.records[0].before["nodes"] == before
+    for r, nxt in zip(res.records, res.records[1:]):  # each pass starts from the last one's result
+        assert nxt.before == r.after == manager.graph_stats(r.graph_after)
 
 
 def test_compiled_step_runs_the_pipeline():
@@ -817,3 +824,63 @@ def test_opt_as_a_module_and_as_the_gradc_command():
                            timeout=60)
         assert r.returncode == 0, r.stderr
         assert r.stdout == (GOLDEN / "linreg.optimized.ir").read_text()
+
+
+# ---------------------------------------------------------------- the disk cache of pipeline results
+def _counting(monkeypatch, name):
+    """Replace gradc's pass `name` by a wrapper (still one of gradc's passes) that counts its runs."""
+    real, calls = PASSES[name], []
+
+    def counted(graph, **opts):
+        calls.append(1)
+        return real(graph, **opts)
+
+    counted.__module__ = real.__module__
+    monkeypatch.setitem(PASSES, name, counted)
+    return calls
+
+
+def test_pipeline_results_are_cached_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("GRADC_CHECK_IR")
+    g, feeds = step_graph("mlp_adam")
+    calls = _counting(monkeypatch, "cse")
+    first = run_pipeline(g)
+    second = run_pipeline(g)
+    assert len(calls) == 1 and str(second.graph) == str(first.graph)
+    assert second.pipeline == first.pipeline == DEFAULT_PIPELINE
+    verify(second.graph)
+    same_results(g, second.graph, feeds)
+    # the records (statistics, diffs, fusion notes) are made by running the passes when asked for
+    assert [r.name for r in second.records] == [r.name for r in first.records] and len(calls) == 2
+    assert str(second.records[-1].graph_after) == str(first.graph)
+
+    run_pipeline(g, "simplify,cse")  # another pipeline, another input, no cache, verification: the passes run
+    run_pipeline(step_graph("mlp_momentum")[0])
+    run_pipeline(g, cache=False)
+    run_pipeline(g, verify_each=True)
+    assert len(calls) == 6
+    monkeypatch.setenv("GRADC_CHECK_IR", "1")
+    run_pipeline(g)
+    assert len(calls) == 7
+
+    monkeypatch.delenv("GRADC_CHECK_IR")
+    for entry in tmp_path.glob("*.passes"):
+        entry.write_bytes(entry.read_bytes()[:-40])
+    assert str(run_pipeline(g).graph) == str(first.graph) and len(calls) == 8  # damaged: run again
+
+
+def test_pipelines_with_a_users_pass_are_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("GRADC_CHECK_IR")
+    calls = []
+
+    def mine(graph):
+        calls.append(1)
+        return graph.copy()
+
+    monkeypatch.setitem(PASSES, "mine", mine)
+    g, _ = step_graph("mlp_momentum")
+    run_pipeline(g, "cse,mine")
+    run_pipeline(g, "cse,mine")
+    assert len(calls) == 2 and not list(tmp_path.glob("*.passes"))

@@ -1,9 +1,9 @@
 """The ways one workload's training step is run: gradc eager and compiled, PyTorch, JAX, NumPy.
 
 Each builder takes (workload, initial weights, x, y) and returns a `Step`: a
-zero-argument callable that trains on the fixed batch once and returns the
-loss, how to read that loss as a float, and how to wait for an asynchronous
-result. PyTorch and JAX are optional: a mode whose library is missing is
+zero-argument callable that trains on the fixed batch once (or `steps` times,
+in one call) and returns the loss (or losses), how to read them as floats,
+and how to wait for an asynchronous result. PyTorch and JAX are optional: a mode whose library is missing is
 reported as unavailable, never as a failure.
 """
 from __future__ import annotations
@@ -23,6 +23,12 @@ class Step:
     run: Callable[[], object]             # one training step; returns the loss (any scalar-like)
     sync: Callable[[object], None] = lambda out: None  # wait until `out` and the update are done
     value: Callable[[object], float] = float  # the loss as a Python float
+    steps: int = 1                        # training steps one call of `run` makes
+    values: Callable[[object], list] | None = None  # their losses, when it makes several
+
+    def losses(self, out) -> list:
+        """The losses of the steps of one call of `run` that returned `out`."""
+        return self.values(out) if self.values else [self.value(out)]
 
 
 @dataclass
@@ -66,6 +72,21 @@ def gradc_compiled(wl, weights, x, y):
     import gradc
 
     return _library_step(gradc, wl, weights, x, y, compile_=True)
+
+
+RUN_BYTES = 16 << 20  # about how much stacked data one call of gradc-compiled-run trains on
+
+
+def gradc_compiled_run(wl, weights, x, y):
+    """`step.run(k, xs, ys)`: k steps in one native call over k copies of the batch."""
+    import gradc
+
+    model, criterion, optimizer = wl.build(gradc)
+    _load_weights(gradc, model, weights)
+    step = gradc.compile(training_step(model, criterion, optimizer))
+    k = max(10, min(1000, RUN_BYTES // (x.nbytes + y.nbytes)))
+    xs, ys = np.stack([x] * k), np.stack([y] * k)
+    return Step(run=lambda: step.run(k, xs, ys), steps=k, values=lambda losses: losses.numpy().tolist())
 
 
 def torch_eager(wl, weights, x, y):
@@ -221,6 +242,7 @@ MODES = {
     for m in [
         Mode("gradc-eager", gradc_eager, about="gradc eager autograd on NumPy"),
         Mode("gradc-compiled", gradc_compiled, about="gradc.compile(step) on its default backend"),
+        Mode("gradc-compiled-run", gradc_compiled_run, about="the compiled step's run(k, xs, ys): k steps per call"),
         Mode("torch-eager", torch_eager, "torch", "PyTorch CPU eager, 2 threads (--threads)"),
         Mode("jax-jit", jax_jit, "jax", "jax.jit of a functional step, hand-written optimizer, waits per window"),
         Mode("numpy", numpy_step, about="hand-written vectorized float32 NumPy step"),

@@ -70,19 +70,23 @@ class Case:
             out = step.run()
             step.sync(out)
             res["first_call_s"] = time.perf_counter() - start
-            res["losses"] = [step.value(out)] + [step.value(step.run()) for _ in range(GUARD_STEPS - 1)]
+            losses = step.losses(out)
+            while len(losses) < GUARD_STEPS:
+                losses += step.losses(step.run())
+            res["losses"] = losses[:GUARD_STEPS]
             problem = check_losses(res["losses"], self.ref_losses)
             if problem:
                 res.update(status="FAILED", reason=problem)
             else:
-                self.n = res["steps_per_window"] = measure.calibrate(step.run, step.sync, self.min_time)
+                self.n = measure.calibrate(step.run, step.sync, self.min_time)
+                res["steps_per_window"] = self.n * step.steps
         except Exception as e:  # a broken mode is a row of the table, not the end of the run
             res.update(status="ERROR", reason=_error(e), traceback=traceback.format_exc())
         return res
 
     def window(self) -> float:
         """Seconds per step over one window."""
-        return measure.window(self.step.run, self.step.sync, self.n) / self.n
+        return measure.window(self.step.run, self.step.sync, self.n) / (self.n * self.step.steps)
 
     def finish(self) -> dict:
         self.mem.__exit__(None, None, None)

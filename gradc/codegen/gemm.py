@@ -17,6 +17,13 @@ bytes maps a panel onto a couple of cache sets): a row-major b by vector
 copies, a transposed b (`x @ w.T`, the forward pass of a linear layer) by
 loading W x W blocks along its rows and transposing them in registers.
 
+A product of at least PARALLEL_FLOPS is split by column panels between the
+threads of the process's pool (pool.py). A fused kernel's elementwise
+epilogue (bias, ReLU and its mask, an optimizer update) runs on each
+column panel as soon as its last k block is in, by the thread that computed
+it, while the panel is in cache, unless the output is so tall that walking
+it panel by panel would cost more than a loop of its own (`fuses_epilogue`).
+
 `matmul` adds the broadcast batch dims and a transposed output (computed as
 out.T = b.T @ a.T, which is only a swap of operands and strides), and
 `through_transposes` finds the buffer and strides a `transpose` node's
@@ -25,15 +32,15 @@ results need no kernel of their own.
 """
 from __future__ import annotations
 
-import functools
 import math
-import os
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
-from .emitter import FunctionBuilder, mem_type
+from . import pool
+from .emitter import FunctionBuilder, mem_type, quote
 from .jit import vector_bits
 from .loops import Access, block_span, broadcast_strides, contiguous_strides, strided_loops
+from .pool import threads
 
 
 def tile_shape(itemsize: int) -> tuple:
@@ -51,25 +58,14 @@ def _panel_elems(itemsize: int) -> int:
 
 
 def scratch_bytes(itemsize: int) -> int:
-    """Size of the packed b panels (KC rows of NR*W lanes), one per thread."""
-    return _panel_elems(itemsize) * itemsize * threads()
+    """Size of the packed b panels (KC rows of NR*W lanes), one per thread the pool may have."""
+    return _panel_elems(itemsize) * itemsize * pool.MAX_THREADS
 
 
 # ---------------------------------------------------------------- threads
-PARALLEL_FLOPS = 8_000_000  # below this a product stays on one thread (see _parts)
-
-
-@functools.lru_cache(maxsize=None)
-def threads() -> int:
-    """Threads a large GEMM is split over: GRADC_NUM_THREADS (default 1).
-
-    Off by default: helpers started per call measured slower than one thread
-    on the shared 2-core VM this was written on (a new thread waits up to a
-    scheduler tick before it runs), and libgomp's pool, fast while hot, hangs
-    in a forked child. A persistent pool whose workers claim parts the same
-    way is what would make this pay by default.
-    """
-    return max(1, int(os.environ.get("GRADC_NUM_THREADS", "1")))
+PARALLEL_FLOPS = 1_000_000  # below this a product stays on one thread (see _parts)
+PARALLEL_ELEMENTS = 65_536  # below this an epilogue's rows stay on one thread
+PARTS_PER_THREAD = 4  # parts claimed one at a time balance a thread that joins late or is slowed
 
 
 def _parts(d, m: int, k: int, n: int) -> int:
@@ -78,7 +74,43 @@ def _parts(d, m: int, k: int, n: int) -> int:
     units = -(-n // (nr * w))
     if threads() == 1 or units < 2 or 2 * m * k * n < PARALLEL_FLOPS:
         return 1
-    return min(threads(), units)
+    return min(PARTS_PER_THREAD * threads(), units)
+
+
+class Epilogue(NamedTuple):
+    """Elementwise code the GEMM runs on its output: on every finished column panel, while the
+    panel is in cache and by the thread that computed it, or after the product on rows shared
+    by the threads. `body(fb, pointers)` emits it for one element, given a pointer into each
+    of `accesses` (loops.Access whose strides are per (row, column) of the output)."""
+
+    accesses: list
+    body: Callable
+    mode: str = "panels"  # or "rows": after the whole product, rows shared by the threads
+
+
+EPILOGUE_PANEL_BYTES = 64 * 1024  # what one panel's epilogue may touch to run on it (from cache)
+EPILOGUE_MIN_ROWS = 32  # over fewer rows a panel's epilogue loops cost more than one loop over all
+
+
+def fuses_epilogue(mm, epi) -> str | None:
+    """How loop stage `epi` runs with matmul stage `mm` (see passes.fuse.Stage), if the GEMM
+    runs it: a float 2-D product with no size-1 dim or empty sum, and an elementwise loop
+    over its result. "panels" where a panel has EPILOGUE_MIN_ROWS rows or more and what
+    its epilogue touches stays in cache; over taller buffers (a large weight's optimizer
+    update) walking them column block by column block defeats prefetching and the TLB, so
+    there the threads share its rows ("rows"); else (one thread, few elements) the
+    epilogue keeps its own loop (None)."""
+    n = mm.node
+    shape = mm.result.shape if mm.result is not None else ()
+    if not (n.out.dtype.is_floating_point and epi.kind == "epilogue" and len(shape) == 2 and min(shape) > 1
+            and n.operands[0].shape[-1] > 0 and tuple(epi.dims) == tuple(shape)
+            and all(step[0] != "acc" for step in epi.steps)):
+        return None
+    _, nr, w, _ = tile_shape(n.out.dtype.itemsize)
+    short = shape[0] * nr * w * sum(v.dtype.itemsize for v, _, _ in epi.accesses) <= EPILOGUE_PANEL_BYTES
+    if short and shape[0] >= EPILOGUE_MIN_ROWS:
+        return "panels"
+    return "rows" if threads() > 1 and math.prod(shape) >= PARALLEL_ELEMENTS else None
 
 
 class Operand(NamedTuple):
@@ -103,11 +135,13 @@ def through_transposes(v, buffers):
     return v, base if strides is None else tuple(base[p] for p in strides)
 
 
-def matmul(fb: FunctionBuilder, d, out: Operand, a: Operand, b: Operand, scratch: str) -> None:
+def matmul(fb: FunctionBuilder, d, out: Operand, a: Operand, b: Operand, scratch: str,
+           epilogue: Epilogue | None = None) -> None:
     """out = a @ b over the broadcast batch dims, every operand read or written through its strides.
 
     out's matrix dims must be row-major (strides (N, 1)) or transposed
-    ((1, M)); a and b may have any strides.
+    ((1, M)); a and b may have any strides. An `epilogue` (only without batch
+    dims) runs on the output as stored, whose rows and columns its strides walk.
     """
     if math.prod(out.shape) == 0:
         return
@@ -118,77 +152,124 @@ def matmul(fb: FunctionBuilder, d, out: Operand, a: Operand, b: Operand, scratch
                 Access(a.ptr, mt, 0, broadcast_strides(a.shape[:-2], batch, a.strides[:-2])),
                 Access(b.ptr, mt, 0, broadcast_strides(b.shape[:-2], batch, b.strides[:-2]))]
     sa, sb, (s0, s1) = a.strides[-2:], b.strides[-2:], out.strides[-2:]
+    on_panels = epilogue if epilogue is not None and epilogue.mode == "panels" else None
     if (m == 1 or s0 == n) and (n == 1 or s1 == 1):
+        rows, cols = m, n
+
         def body(p):
-            gemm(fb, d, p[0], p[1], p[2], m, kk, n, sa, scratch, sb)
+            gemm(fb, d, p[0], p[1], p[2], m, kk, n, sa, scratch, sb, on_panels)
     elif (m == 1 or s0 == 1) and (n == 1 or s1 == m):
+        rows, cols = n, m
+
         def body(p):  # out.T = b.T @ a.T
-            gemm(fb, d, p[0], p[2], p[1], n, kk, m, sb[::-1], scratch, sa[::-1])
+            gemm(fb, d, p[0], p[2], p[1], n, kk, m, sb[::-1], scratch, sa[::-1], on_panels)
     else:
         raise NotImplementedError(f"matmul output strides {(s0, s1)} for a [{m}, {n}] result")
+    assert epilogue is None or not batch, "a GEMM epilogue runs on one matrix"
     strided_loops(fb, batch, accesses, body)
+    if epilogue is not None and epilogue.mode == "rows":
+        _rows_epilogue(fb, epilogue, rows, cols)
+
+
+def _rows_epilogue(fb: FunctionBuilder, epilogue: Epilogue, rows: int, cols: int) -> None:
+    """Run `epilogue` over the whole [rows, cols] output, its rows shared by the pool's threads."""
+    parts = min(PARTS_PER_THREAD * threads(), rows)
+
+    def part_code(pf, ptr, part, slot):
+        r0 = pf.op(f"udiv i64 {pf.op(f'mul i64 {part}, {rows}')}, {parts}")
+        p1 = pf.op(f"add i64 {part}, 1")
+        r1 = pf.op(f"udiv i64 {pf.op(f'mul i64 {p1}, {rows}')}, {parts}")
+        with pf.loop(pf.op(f"sub i64 {r1}, {r0}"), "er") as r:
+            i = pf.op(f"add i64 {r0}, {r}")
+            with pf.loop(cols, "ec") as j:
+                epilogue.body(pf, [pf.gep(acc.ty, ptr[acc.ptr], pf.mad(pf.mad(acc.offset, i, acc.strides[0]), j,
+                                                                       acc.strides[1])) for acc in epilogue.accesses])
+
+    _on_pool(fb, "epilogue", [acc.ptr for acc in epilogue.accesses], parts, part_code)
 
 
 def gemm(fb: FunctionBuilder, d, po: str, pa: str, pb: str, m: int, k: int, n: int, a_strides: tuple,
-         scratch: str, b_strides: tuple | None = None) -> None:
+         scratch: str, b_strides: tuple | None = None, epilogue: Epilogue | None = None) -> None:
     """Emit out = a @ b for one matrix; `a_strides`, `b_strides` = (row, column) element strides
     (b row-major when None); out is row-major, `scratch` holds `scratch_bytes`.
 
     A large product is split by column panels over `threads()` threads: the
-    caller starts helper threads (pthreads, made per call: no pool to outlive
-    the code or to break in a forked child) and all of them, the caller too,
-    claim parts with an atomic counter, so a helper that starts late or not
-    at all only leaves more parts to the others.
+    caller and the helpers of the process's pool (pool.py) all claim parts
+    with an atomic counter, so a helper that joins late or not at all only
+    leaves more parts to the others. An `epilogue` runs on each finished panel.
     """
     b_strides = (n, 1) if b_strides is None else tuple(b_strides)
     if not (m and n and k):
         fb.memzero(po, m * n * d.itemsize)
         return
+    assert epilogue is None or k, "an epilogue runs on panels of a non-empty sum"
     parts = _parts(d, m, k, n)
     if parts == 1:
-        _emit(fb, d, po, pa, pb, m, k, n, tuple(a_strides), b_strides, scratch)
+        _emit(fb, d, po, pa, pb, m, k, n, tuple(a_strides), b_strides, scratch, None, epilogue)
         return
-    name = f"gradc.gemm.{d.name}.{m}x{k}x{n}.a{'_'.join(map(str, a_strides))}.b{'_'.join(map(str, b_strides))}.p{parts}"
-    pf = FunctionBuilder(f"define internal ptr @{name}(ptr noalias nonnull %args) nounwind", fb.decls)
-    po_, pa_, pb_, ps_ = (pf.op(f"load ptr, ptr {pf.gep('ptr', '%args', i)}", "arg") for i in range(4))
-    counter = pf.gep("ptr", "%args", 4)
-    slot = pf.op(f"atomicrmw add ptr {counter}, i64 1 monotonic", "slot")  # this thread's scratch
-    mine = pf.gep(mem_type(d), ps_, pf.mad(0, slot, _panel_elems(d.itemsize)))
+    extra = [] if epilogue is None else [acc.ptr for acc in epilogue.accesses]
+
+    def part_code(pf, ptr, part, slot):
+        mine = pf.gep(mem_type(d), ptr[scratch], pf.mad(0, slot, _panel_elems(d.itemsize)))
+        epi = None if epilogue is None else epilogue._replace(
+            accesses=[acc._replace(ptr=ptr[acc.ptr]) for acc in epilogue.accesses])
+        _emit(pf, d, ptr[po], ptr[pa], ptr[pb], m, k, n, tuple(a_strides), b_strides, mine, (part, parts), epi)
+
+    _on_pool(fb, "gemm", [po, pa, pb, scratch, *extra], parts, part_code)
+
+
+def _on_pool(fb: FunctionBuilder, what: str, pointers: list, parts: int, part_code) -> None:
+    """Emit a call that runs `parts` parts on the pool's threads (the caller's too), each
+    claimed from a counter: `part_code(pf, ptr, part, slot)` emits part `part` (an i64 value)
+    into function `pf`, reading the buffers at `ptr[p]` for each p in `pointers`; `slot`
+    numbers the threads (0, 1, ...) for per-thread scratch. The part's code gets a function
+    of its own whose parameters are `noalias`, one per distinct buffer, so that it is
+    optimized as the kernel's own code is (a worker's pointers loaded from memory could
+    alias, which stops vectorization)."""
+    named = fb.header[fb.header.index("@") + 1:]  # the kernel's name, to name its helpers after
+    kernel = named[1:named.index('"', 1)] if named.startswith('"') else named[:named.index("(")]
+    uniq = list(dict.fromkeys(pointers))
+    body_name, name = quote(f"{kernel}.{what}.part"), quote(f"{kernel}.{what}")
+    params = ", ".join(f"ptr noalias %q{i}" for i in range(len(uniq)))
+    pb = FunctionBuilder(f"define internal void {body_name}({params}, i64 %part, i64 %slot) nounwind", fb.decls)
+    part_code(pb, {p: f"%q{i}" for i, p in enumerate(uniq)}, "%part", "%slot")
+    pb.emit("ret void")
+    fb.decls.add(pb.text())
+
+    pf = FunctionBuilder(f"define internal void {name}(ptr noalias nonnull %args) nounwind", fb.decls)
+    loaded = [pf.op(f"load ptr, ptr {pf.gep('ptr', '%args', i)}", "arg") for i in range(len(uniq))]
+    counter = pf.gep("ptr", "%args", len(uniq))
+    slot = pf.op(f"atomicrmw add ptr {pf.gep('ptr', '%args', len(uniq) + 1)}, i64 1 monotonic", "slot")
+    first = pf.op(f"atomicrmw add ptr {counter}, i64 1 monotonic", "p")
     head, body, tail, done = pf.fresh("claim"), pf.fresh("part"), pf.fresh("claimed"), pf.fresh("finished")
     part, nxt = pf.fresh("p"), pf.fresh("p.next")
     pf.emit(f"br label {head}")
     pf.label(head)
-    pf.emit(f"{part} = phi i64 [ {slot}, %entry ], [ {nxt}, {tail} ]")
-    pf.emit(f"br i1 {pf.op(f'icmp ult i64 {part}, {parts}')}, label {body}, label {done}")
+    pf.emit(f"{part} = phi i64 [ {first}, %entry ], [ {nxt}, {tail} ]")
+    more = pf.op(f"icmp ult i64 {part}, {parts}")
+    slotted = pf.op(f"icmp ult i64 {slot}, {pool.MAX_THREADS}")  # past the scratch slots (never, in the pool)
+    pf.emit(f"br i1 {pf.op(f'and i1 {more}, {slotted}')}, label {body}, label {done}")
     pf.label(body)
-    _emit(pf, d, po_, pa_, pb_, m, k, n, tuple(a_strides), b_strides, mine, (part, parts))
+    args = ", ".join(f"ptr {q}" for q in loaded)
+    pf.emit(f"call void {body_name}({args}, i64 {part}, i64 {slot})")
     pf.emit(f"br label {tail}")
     pf.label(tail)
     pf.emit(f"{nxt} = atomicrmw add ptr {counter}, i64 1 monotonic")
     pf.emit(f"br label {head}")
     pf.label(done)
-    pf.emit("ret ptr null")
+    pf.emit("ret void")
     fb.decls.add(pf.text())
-    # helpers start, the caller works too; parts no helper claimed in time the caller does itself
-    args = fb.local("[5 x i64]")
-    for i, p in enumerate((po, pa, pb, scratch)):
-        fb.emit(f"store ptr {p}, ptr {fb.gep('ptr', args, i)}")
-    fb.emit(f"store i64 0, ptr {fb.gep('ptr', args, 4)}")
-    ids = fb.local(f"[{parts - 1} x i64]")
-    started = []
-    for i in range(parts - 1):
-        rc = fb.call("i32", "pthread_create", [("ptr", fb.gep("i64", ids, i)), ("ptr", "null"),
-                                               ("ptr", f"@{name}"), ("ptr", args)])
-        started.append(fb.op(f"icmp eq i32 {rc}, 0"))
-    fb.op(f"call ptr @{name}(ptr {args})")
-    for i, ok in enumerate(started):
-        with _when(fb, ok):
-            tid = fb.op(f"load i64, ptr {fb.gep('i64', ids, i)}")
-            fb.call("i32", "pthread_join", [("i64", tid), ("ptr", "null")])
+
+    table = fb.local(f"[{len(uniq) + 2} x i64]")  # the buffers, the next part, the next thread slot
+    for i, p in enumerate(uniq):
+        fb.emit(f"store ptr {p}, ptr {fb.gep('ptr', table, i)}")
+    for i in (len(uniq), len(uniq) + 1):
+        fb.emit(f"store i64 0, ptr {fb.gep('ptr', table, i)}")
+    pool.call(fb, name, table)
 
 
 def _emit(fb: FunctionBuilder, d, po: str, pa: str, pb: str, m: int, k: int, n: int, a_strides: tuple,
-          b_strides: tuple, scratch: str, part=None) -> None:
+          b_strides: tuple, scratch: str, part=None, epilogue: Epilogue | None = None) -> None:
     """The GEMM's loops; with `part` = (index as an i64 value, count) only that share of the column panels."""
     t = mem_type(d)
     mr, nr, w, kc = tile_shape(d.itemsize)
@@ -277,13 +358,24 @@ def _emit(fb: FunctionBuilder, d, po: str, pa: str, pb: str, m: int, k: int, n: 
             for c in range(len(lanes)):
                 vstore(fb.op(f"load {vt}, ptr {accs[r][c]}"), outs[r][c], lanes[c])
 
-    def panel(j0, k0, lanes, depth):
+    def panel(j0, k0, lanes, depth, last):
         pack(j0, k0, lanes, depth)
         if m // mr:
             with fb.loop(m // mr, "ib") as ib:
                 tile(fb.mad(0, ib, mr), j0, k0, mr, lanes, depth)
         if m % mr:
             tile((m // mr) * mr, j0, k0, m % mr, lanes, depth)
+        if epilogue is not None:
+            with _when(fb, last):
+                finish(j0, sum(lanes))
+
+    def finish(j0, cols: int) -> None:
+        """The epilogue on out[:, j0:j0 + cols], once its last k block is in."""
+        with fb.loop(m, "er") as i:
+            with fb.loop(cols, "ec") as j:
+                jj = fb.mad(j0, j, 1)
+                epilogue.body(fb, [fb.gep(acc.ty, acc.ptr, fb.mad(fb.mad(acc.offset, i, acc.strides[0]), jj,
+                                                                  acc.strides[1])) for acc in epilogue.accesses])
 
     block = nr * w
     full, rest = n // block, n % block
@@ -300,20 +392,21 @@ def _emit(fb: FunctionBuilder, d, po: str, pa: str, pb: str, m: int, k: int, n: 
         count = fb.op(f"select i1 {fb.op(f'icmp ult i64 {lo}, {top}')}, i64 {fb.op(f'sub i64 {top}, {lo}')}, i64 0")
         has_rest = fb.op(f"icmp ugt i64 {hi}, {full}")
 
-    def columns(k0, depth):
+    def columns(k0, depth, last):
         if full:
             with fb.loop(count, "jb") as jb:
-                panel(fb.mad(0, fb.mad(lo, jb, 1), block), k0, [w] * nr, depth)
+                panel(fb.mad(0, fb.mad(lo, jb, 1), block), k0, [w] * nr, depth, last)
         if rest:
             with _when(fb, has_rest):
-                panel(full * block, k0, rest_lanes, depth)
+                panel(full * block, k0, rest_lanes, depth, last)
 
     if k <= kc:
-        columns(0, k)
+        columns(0, k, "true")
         return
-    with fb.loop(-(-k // kc), "kb") as kb:  # the last block may be shorter: a runtime depth
+    blocks = -(-k // kc)
+    with fb.loop(blocks, "kb") as kb:  # the last block may be shorter: a runtime depth
         k0 = fb.mad(0, kb, kc)
-        columns(k0, block_span(fb, k0, k, kc))
+        columns(k0, block_span(fb, k0, k, kc), fb.op(f"icmp eq i64 {kb}, {blocks - 1}"))
 
 
 @contextmanager

@@ -109,27 +109,29 @@ def assembly(optimized_text: str) -> str:
 
 
 class NativeLibrary:
-    """Object code linked into its own LLJIT; `address` is valid until `close()`."""
+    """Object code linked into its own LLJIT; `address` (of `symbol`) and `addresses`
+    (of every symbol named) are valid until `close()`."""
 
-    def __init__(self, obj: bytes, symbol: str):
+    def __init__(self, obj: bytes, symbol: str, *more: str):
         target_machine()  # registers the host target, which object code loaded from the cache needs too
         self._jit = llvm.create_lljit_compiler()
         try:
-            self._tracker = (
-                llvm.JITLibraryBuilder().add_object_img(obj).add_current_process()
-                .export_symbol(symbol).link(self._jit, f"gradc{next(_ids)}")
-            )
+            builder = llvm.JITLibraryBuilder().add_object_img(obj).add_current_process()
+            for name in (symbol, *more):
+                builder.export_symbol(name)
+            self._tracker = builder.link(self._jit, f"gradc{next(_ids)}")
         except Exception:
             self._jit.close()
             raise
-        self.address = self._tracker[symbol]
+        self.addresses = {name: self._tracker[name] for name in (symbol, *more)}
+        self.address = self.addresses[symbol]
 
     def close(self) -> None:
         if self._jit is not None:
             self._tracker.close()
             self._jit.close()
             self._jit = self._tracker = None
-            self.address = 0
+            self.address, self.addresses = 0, {}
 
 
 # ----------------------------------------------------------------------------- on-disk cache
@@ -162,14 +164,15 @@ def cache_key(text: str) -> str:
     return hashlib.sha256(_host() + b"\0" + text.encode()).hexdigest()
 
 
-def _path(key: str) -> str | None:
+def _path(key: str, suffix: str) -> str | None:
     d = cache_dir()
-    return None if d is None else os.path.join(d, key + ".obj")
+    return None if d is None else os.path.join(d, key + suffix)
 
 
-def cache_load(key: str) -> tuple[str, bytes] | None:
-    """(optimized IR, object code) stored under `key`, or None if absent or damaged."""
-    path = _path(key)
+def cache_load(key: str, suffix: str = ".obj") -> tuple[str, bytes] | None:
+    """(optimized IR, object code) stored under `key`, or None if absent or damaged
+    (files of another `suffix` hold another pair of text and bytes: see codegen/__init__.py)."""
+    path = _path(key, suffix)
     if path is None:
         return None
     try:
@@ -190,16 +193,16 @@ def cache_load(key: str) -> tuple[str, bytes] | None:
         return None
 
 
-def cache_store(key: str, optimized_ir: str, obj: bytes) -> None:
+def cache_store(key: str, optimized_ir: str, obj: bytes, suffix: str = ".obj") -> None:
     """Write atomically (a temporary file renamed into place); a cache that cannot be written is skipped."""
-    path = _path(key)
+    path = _path(key, suffix)
     if path is None:
         return
     ir = optimized_ir.encode()
     payload = ir + obj
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".obj")
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=suffix)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(_MAGIC + _HEADER.pack(len(ir), len(obj), hashlib.sha256(payload).digest()) + payload)

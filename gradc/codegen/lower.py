@@ -10,7 +10,9 @@ constants sit at fixed offsets in the blob (no kernel). The step runs every
 kernel in order, then, unless a kernel reported an index out of range in
 the status word, copies the update values into their params and state (an
 update the plan writes in place needs no copy; the status is checked before
-the first such kernel runs, so a failed step changes no param).
+the first such kernel runs, so a failed step changes no param). Next to the
+entry, `step_wrappers` emits the two ways the runtime calls it: with no
+argument on a table set once, and n steps in one call over stacked batches.
 
 A kernel is a group of nodes made by the `fuse` pass (an unfused graph has
 one per node). A node alone is emitted by its op's lowering (kernels.py); a
@@ -31,7 +33,7 @@ from ..passes.plan import (  # noqa: F401 - the runtime imports the slot numbers
     ALIGN, ARENA_SLOT, CONSTS_SLOT, FIRST_INPUT_SLOT, Buffer, layout,
 )
 from ..prims import REGISTRY, Arg
-from . import gemm, kernels, scalar
+from . import gemm, kernels, pool, scalar
 from .emitter import FunctionBuilder, mem_type, quote
 from .kernels import nbytes
 from .loops import Access, contiguous_strides, strided_loops
@@ -104,7 +106,7 @@ def lower_graph(graph: Graph) -> Lowered:
     ptr = _EntryPointers(entry, lay.buffers)
     entry.emit(f"store i64 0, ptr {ptr.arena}")
     done = entry.fresh("done")
-    guarded = False
+    guarded, start = False, len(entry.lines)
     for k, spec in lay.kernels:
         writes_param = any(v.name in lay.in_place for v in spec.stores)
         if writes_param and checked and not guarded:  # a failed index check must leave params as they were
@@ -116,6 +118,8 @@ def lower_graph(graph: Graph) -> Lowered:
         fn, name, args = _kernel(k, spec, lay, checked, node_ids, decls)
         functions.append(fn)
         entry.emit(f"call void {name}({', '.join(f'ptr {ptr.at(b)}' for b in args)})")
+    if pool.uses_pool(decls):  # a GEMM runs on the thread pool, whose address the constants blob holds
+        entry.lines[start:start] = pool.entry_lines(entry, ptr.consts)
     for name, buf in lay.copies.items():
         entry.memcpy(ptr.at(buf), ptr.of(name), buf.nbytes)
     if checked and not guarded:
@@ -133,12 +137,25 @@ def lower_graph(graph: Graph) -> Lowered:
         entry.label(done)
     entry.emit("ret void")
 
-    text = "\n\n".join(
-        [f"; gradc graph {graph.name}", *sorted(decls), *functions, entry.text(), "!0 = !{i64 64}\n!1 = !{}\n"]
-    )
     outputs = [lay.copies.get(v.name, lay.buffers[v.name]) for v in graph.outputs]
-    return Lowered(text, entry_name(graph), lay.buffers, lay.arena_bytes, _consts_blob(graph, lay.buffers),
-                   outputs, input_checks, node_names)
+    wrappers = step_wrappers(graph, lay.buffers, outputs, decls)
+    text = "\n\n".join(
+        [f"; gradc graph {graph.name}", *sorted(decls), *functions, entry.text(), *wrappers,
+         "!0 = !{i64 64}\n!1 = !{}\n"]
+    )
+    consts = _consts_blob(graph, lay.buffers)
+    if pool.uses_pool(decls):
+        pool.write_address(consts)
+    return Lowered(text, entry_name(graph), lay.buffers, lay.arena_bytes, consts, outputs, input_checks, node_names)
+
+
+def relocate(graph: Graph, lowered: Lowered) -> Lowered:
+    """`lowered`, made by another process for a graph of the same text (the disk cache of
+    codegen/__init__.py), with this process's constants blob, as `lower_graph` makes it."""
+    consts = _consts_blob(graph, lowered.buffers)
+    if pool.DEFINE in lowered.text:
+        pool.write_address(consts)
+    return lowered._replace(consts=consts)
 
 
 def _consts_blob(graph: Graph, buffers: dict) -> np.ndarray:
@@ -195,6 +212,60 @@ class _EntryPointers:
         return self.at(self.buffers[name])
 
 
+def batch_inputs(graph: Graph) -> list:
+    """The graph inputs a step's caller feeds per batch (kind `input`), in the order `__run` takes them."""
+    return [v for v in graph.inputs if v.kind == "input"]
+
+
+def step_wrappers(graph: Graph, buffers: dict, outputs: list, decls: set) -> list:
+    """`@<entry>__table` (a global the runtime sets to the table once), `void <entry>__call()`
+    (the entry on that table: a call from Python with no argument to convert) and
+    `void <entry>__run(ptr table, ptr steps)`, n steps in one call. `steps` holds
+    n, then (address, stride in bytes) of each batch input's stack, then the address
+    of each output's stack; each step points the input slots at its batch, runs the
+    entry and copies the outputs out. A step whose status word is set ends the run:
+    steps[0] becomes the number of steps done. The input slots are restored."""
+    name = entry_name(graph)
+    call = FunctionBuilder(f"define void @{name}__call() nounwind", decls)
+    call.emit(f"call void @{name}(ptr {call.op(f'load ptr, ptr @{name}__table, align 8')})")
+    call.emit("ret void")
+
+    run = FunctionBuilder(f"define void @{name}__run(ptr noalias nonnull %table, ptr noalias nonnull %steps) nounwind",
+                          decls)
+    ptr = _EntryPointers(run, buffers)
+    word = iter(range(1, 1 << 30))
+
+    def arg(ty):
+        return run.op(f"load {ty}, ptr {run.gep('i64', '%steps', next(word))}, align 8")
+
+    n = run.op("load i64, ptr %steps, align 8")
+    feeds = []  # (slot pointer, saved address, stack base, stride)
+    for v in batch_inputs(graph):
+        slot = run.gep("ptr", "%table", buffers[v.name].offset)
+        feeds.append((slot, run.op(f"load ptr, ptr {slot}, align 8"), arg("ptr"), arg("i64")))
+    outs = [(arg("ptr"), ptr.at(buf), buf.nbytes) for buf in outputs]
+    fail, done = run.fresh("fail"), run.fresh("done")
+    with run.loop(n, "s") as s:
+        for slot, _, base, stride in feeds:
+            run.emit(f"store ptr {run.gep('i8', base, run.op(f'mul i64 {s}, {stride}'))}, ptr {slot}, align 8")
+        run.emit(f"call void @{name}(ptr %table)")
+        ok = run.fresh("ok")
+        status = run.op(f"load i64, ptr {ptr.arena}, align 8")
+        run.emit(f"br i1 {run.op(f'icmp eq i64 {status}, 0')}, label {ok}, label {fail}")
+        run.label(ok)
+        for stack, src, size in outs:
+            run.memcpy(run.gep("i8", stack, run.mad(0, s, size)), src, size)
+    run.emit(f"br label {done}")
+    run.label(fail)
+    run.emit(f"store i64 {s}, ptr %steps, align 8")
+    run.emit(f"br label {done}")
+    run.label(done)
+    for slot, saved, _, _ in feeds:
+        run.emit(f"store ptr {saved}, ptr {slot}, align 8")
+    run.emit("ret void")
+    return [f"@{name}__table = global ptr null, align 8", call.text(), run.text()]
+
+
 # ---------------------------------------------------------------- kernel functions
 def _touched(spec):
     """(value, written) for every value the kernel's code reads or writes."""
@@ -241,8 +312,13 @@ def _kernel(k, spec, lay, checked: dict, node_ids: dict, decls: set):
         kernels.lowering(n.op, REGISTRY[n.op].kind)(kn)
         kn.finish()
     else:
-        for st in spec.stages:
-            _stage(fb, st, ptrs)
+        stages = list(spec.stages)
+        while stages:
+            st = stages.pop(0)
+            if st.kind == "matmul" and stages and gemm.fuses_epilogue(st, stages[0]):
+                _matmul(fb, st, ptrs, stages.pop(0))  # run on each finished panel of the GEMM, by its threads
+            else:
+                _stage(fb, st, ptrs)
         fb.emit("ret void")
     return fb.text(), name, args
 
@@ -261,27 +337,31 @@ def _stage(fb: FunctionBuilder, st, ptrs: dict) -> None:
         return _matmul(fb, st, ptrs)
     if st.kind == "reduce":
         kernels.fill_identity(fb, st.node, ptrs[st.node.out.name])
-    accesses = [Access(ptrs[v.name], mem_type(v.dtype), 0, s) for v, s, _ in st.accesses]
-
-    def body(p):
-        regs = []  # register i: the LLVM value step i defines
-        for kind, *step in st.steps:
-            if kind == "load":
-                regs.append(scalar.load(fb, p[step[0]], st.accesses[step[0]][0].dtype))
-            elif kind == "op":
-                node, args = step
-                regs.append(kernels.apply(fb, node, [regs[a] for a in args]))
-            elif kind == "store":
-                scalar.store(fb, regs[step[0]], p[step[1]], st.accesses[step[1]][0].dtype)
-                regs.append(None)
-            else:  # "acc"
-                kernels.fold(fb, st.node, regs[step[0]], p[step[1]])
-                regs.append(None)
-
-    strided_loops(fb, st.dims, accesses, body)
+    strided_loops(fb, st.dims, _accesses(st, ptrs), lambda p: _body(fb, st, p))
 
 
-def _matmul(fb: FunctionBuilder, st, ptrs: dict) -> None:
+def _accesses(st, ptrs: dict) -> list:
+    return [Access(ptrs[v.name], mem_type(v.dtype), 0, s) for v, s, _ in st.accesses]
+
+
+def _body(fb: FunctionBuilder, st, p: list) -> None:
+    """Loop stage `st`'s body at one index, `p` the element pointer of each of its accesses."""
+    regs = []  # register i: the LLVM value step i defines
+    for kind, *step in st.steps:
+        if kind == "load":
+            regs.append(scalar.load(fb, p[step[0]], st.accesses[step[0]][0].dtype))
+        elif kind == "op":
+            node, args = step
+            regs.append(kernels.apply(fb, node, [regs[a] for a in args]))
+        elif kind == "store":
+            scalar.store(fb, regs[step[0]], p[step[1]], st.accesses[step[1]][0].dtype)
+            regs.append(None)
+        else:  # "acc"
+            kernels.fold(fb, st.node, regs[step[0]], p[step[1]])
+            regs.append(None)
+
+
+def _matmul(fb: FunctionBuilder, st, ptrs: dict, epilogue=None) -> None:
     n = st.node
     if not n.out.dtype.is_floating_point:
         kernels.matmul(kernels.Kernel(fb, n, ptrs, None, set(), 0, "%scratch"))
@@ -300,4 +380,6 @@ def _matmul(fb: FunctionBuilder, st, ptrs: dict) -> None:
             strides[p] = cs[d]
         out = gemm.Operand(ptrs[st.result.name], n.out.shape, tuple(strides))
     a, b = n.operands
-    gemm.matmul(fb, n.out.dtype, out, operand(a), operand(b), "%scratch")
+    epi = None if epilogue is None else gemm.Epilogue(_accesses(epilogue, ptrs), lambda f, p: _body(f, epilogue, p),
+                                                      gemm.fuses_epilogue(st, epilogue))
+    gemm.matmul(fb, n.out.dtype, out, operand(a), operand(b), "%scratch", epi)

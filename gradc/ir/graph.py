@@ -45,18 +45,24 @@ class Value:
 
 
 class Node:
-    __slots__ = ("op", "operands", "attrs", "out", "loc", "source", "kernel")
+    __slots__ = ("op", "_operands", "inputs", "attrs", "out", "loc", "source", "kernel")
 
     def __init__(self, op: str, operands, attrs: dict, out: Value, loc: str = "", source: str = ""):
-        self.op, self.operands, self.attrs, self.out = op, list(operands), dict(attrs), out
+        self.op, self.operands, self.attrs, self.out = op, operands, dict(attrs), out
         self.loc, self.source = loc, source  # user's file:line and the text of that line
         self.kernel = None  # name of the kernel the node was fused into (see passes/fuse.py)
         out.producer = self
 
     @property
-    def inputs(self):
-        """The operands that are values (not literals)."""
-        return [o for o in self.operands if isinstance(o, Value)]
+    def operands(self) -> list:
+        """Values and literals, in order. Replace the list to change them (`inputs`,
+        the operands that are values, is kept with it: passes read it in their inner loops)."""
+        return self._operands
+
+    @operands.setter
+    def operands(self, operands) -> None:
+        self._operands = list(operands)
+        self.inputs = [o for o in self._operands if isinstance(o, Value)]
 
     def __repr__(self):
         from .printer import format_node

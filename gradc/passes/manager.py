@@ -10,16 +10,26 @@ stands for `DEFAULT_PIPELINE`.
 `run_pipeline` can print the IR after every pass (or after some), a unified
 diff of the IR text per pass, verify after each pass, and keeps one
 `PassRecord` per pass: the graph's statistics before and after (the metrics
-of `STATS`: nodes, estimated FLOPs, bytes of buffers), the time spent, and
-the diff. `report(records)` prints them as a table.
+of `STATS`: nodes, estimated FLOPs, bytes of buffers; computed when first
+read), the time spent, and the diff. `report(records)` prints them as a table.
+
+A pipeline of gradc's own passes is cached on disk (the code generator's
+cache directory, see gradc/codegen/__init__.py) by the input graph's text,
+the pipeline and gradc's source: a process that runs it again parses the
+result instead (a training step's passes take tens of milliseconds), and
+runs the passes only if their records are asked for. Not while anything is
+printed or verified per pass, nor with GRADC_CHECK_IR set (the test suite).
 """
 from __future__ import annotations
 
 import ast
 import difflib
+import functools
+import hashlib
 import inspect
 import itertools
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -160,11 +170,29 @@ class PassRecord:
     """What one pass of a pipeline did."""
 
     name: str  # with options, e.g. "simplify<fast-math>"
-    before: dict  # graph_stats of its input ({} when stats were off)
-    after: dict  # graph_stats of its result
     seconds: float
     graph_before: Graph = field(repr=False)
     graph_after: Graph = field(repr=False)
+    # graph_stats by id(graph), shared by a pipeline's records and filled when first read
+    # (they cost a third of a training step's pass time); None when stats are off
+    memo: dict | None = field(default=None, repr=False)
+
+    @property
+    def before(self) -> dict:
+        """graph_stats of its input ({} when stats were off)."""
+        return self._stats(self.graph_before)
+
+    @property
+    def after(self) -> dict:
+        """graph_stats of its result."""
+        return self._stats(self.graph_after)
+
+    def _stats(self, g: Graph) -> dict:
+        if self.memo is None:
+            return {}
+        if id(g) not in self.memo:
+            self.memo[id(g)] = graph_stats(g)
+        return self.memo[id(g)]
 
     @property
     def diff(self) -> str:
@@ -179,31 +207,48 @@ class PipelineResult(dict):
     """`{"optimized": final graph}` (the compiler merges it into its stages),
     with the per-pass `records` and the `pipeline` string."""
 
-    def __init__(self, graph, records, pipeline):
+    def __init__(self, graph, records, pipeline, rerun=None):
         super().__init__(optimized=graph)
-        self.graph, self.records, self.pipeline = graph, records, pipeline
+        self.graph, self._records, self.pipeline, self._rerun = graph, records, pipeline, rerun
+
+    @property
+    def records(self) -> list:
+        """One PassRecord per pass (a result from the disk cache runs its pipeline again for them)."""
+        if self._records is None:
+            self._records = self._rerun().records
+        return self._records
 
     def report(self, file=None):
         report(self.records, file)
 
 
 def run_pipeline(graph: Graph, pipeline: str | None = None, *, print_after_all=False, print_after=None,
-                 diff=False, verify_each=True, stats=True, file=None) -> PipelineResult:
+                 diff=False, verify_each=None, stats=True, file=None, cache=True) -> PipelineResult:
     """Run the passes of `pipeline` (default `DEFAULT_PIPELINE`) on `graph`, which is not changed.
 
     `print_after_all` / `print_after` (a pass name or a list of names) print
     the IR after those passes, `diff` prints each pass's unified diff, all to
     `file` (default stdout). `verify_each` runs the verifier after every pass
-    and names the pass that broke the graph."""
+    and names the pass that broke the graph; by default it does so where
+    GRADC_CHECK_IR is set (the test suite): elsewhere the code generator
+    verifies the graph it is given, which saves a third of a step's pass time.
+    `cache=False` runs the passes even where their result is on disk."""
     steps = parse_pipeline(pipeline)
     if isinstance(print_after, str):
         print_after = [p.strip() for p in print_after.split(",")]
+    if verify_each is None:
+        verify_each = bool(os.environ.get("GRADC_CHECK_IR"))
     wanted = set(print_after or ())
+    whole = ",".join(_label(n, o) for n, o in steps)
+    quiet = not (print_after_all or wanted or diff or verify_each)
+    key = _cache_key(graph, whole) if cache and quiet and _cacheable(steps) else None
+    hit = key and _load(key, whole, lambda: run_pipeline(graph, pipeline, stats=stats, cache=False))
+    if hit:
+        return hit
     out = file or sys.stdout
-    g, records = graph, []
+    g, records, memo = graph, [], {} if stats else None
     for name, opts in steps:
         label = _label(name, opts)
-        before = graph_stats(g) if stats else {}
         t0 = time.perf_counter()
         new = PASSES[name](g, **opts)
         seconds = time.perf_counter() - t0
@@ -212,7 +257,7 @@ def run_pipeline(graph: Graph, pipeline: str | None = None, *, print_after_all=F
                 check(new)
             except VerifyError as e:
                 raise VerifyError(f"after pass {label}: {e}") from None
-        rec = PassRecord(label, before, graph_stats(new) if stats else {}, seconds, g, new)
+        rec = PassRecord(label, seconds, g, new, memo)
         records.append(rec)
         if print_after_all or name in wanted or label in wanted:
             print(f"// *** IR after {label} ***", file=out)
@@ -222,7 +267,55 @@ def run_pipeline(graph: Graph, pipeline: str | None = None, *, print_after_all=F
         g = new
     if not steps:
         g = graph.copy()
-    return PipelineResult(g, records, ",".join(_label(n, o) for n, o in steps))
+    if key is not None:
+        _cache().cache_store(key, str(g), b"", ".passes")
+    return PipelineResult(g, records, whole)
+
+
+def _load(key: str, whole: str, rerun) -> PipelineResult | None:
+    """The result stored under `key` (its records made by `rerun` when asked for), or None."""
+    cached = _cache().cache_load(key, ".passes")
+    if cached is None:
+        return None
+    from ..ir.parser import parse
+
+    try:
+        return PipelineResult(parse(cached[0]), None, whole, rerun)
+    except ValueError:  # not a graph: run the passes (and overwrite it)
+        return None
+
+
+def _cacheable(steps) -> bool:
+    """Whether a pipeline's result may come from the disk cache: gradc's own passes only
+    (the source stamp covers their code, not a pass registered by a user)."""
+    return (bool(steps) and not os.environ.get("GRADC_CHECK_IR") and _cache().cache_dir() is not None
+            and all(PASSES[name].__module__.startswith(__package__ + ".") for name, _ in steps))
+
+
+def _cache():
+    from ..codegen import jit
+
+    return jit
+
+
+def _cache_key(graph: Graph, label: str) -> str:
+    return hashlib.sha256(b"\0".join([source_stamp(), label.encode(), str(graph).encode()])).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def source_stamp() -> bytes:
+    """The path, size and modification time of every gradc source file: a changed or
+    upgraded gradc never reuses a result its passes or lowering made before."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for d, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for f in sorted(files):
+            if f.endswith(".py"):
+                path = os.path.join(d, f)
+                st = os.stat(path)
+                h.update(f"{os.path.relpath(path, root)} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.digest()
 
 
 def format_report(records) -> str:

@@ -36,6 +36,7 @@ from .manager import register_pass
 ARENA_SLOT, CONSTS_SLOT, FIRST_INPUT_SLOT = 0, 1, 2  # the pointer table the entry function receives
 STATUS_BYTES = 64  # the arena starts with the status word, padded to keep buffers 64-byte aligned
 ALIGN = 64
+CONSTS_START = ALIGN  # the constants blob's first word holds the thread pool's address (codegen/pool.py)
 INDEX_OPS = ("gather", "scatter_add", "index", "scatter_index")
 
 
@@ -211,7 +212,7 @@ def layout(g: Graph) -> Layout:
     buffers = {}
     for i, v in enumerate(g.inputs):
         buffers[v.name] = Buffer("input", FIRST_INPUT_SLOT + i, nbytes(v), v.dtype.itemsize)
-    consts_end = 0
+    consts_end = CONSTS_START
     for n in g.nodes:
         if n.op == "const":
             buffers[n.out.name] = Buffer("const", consts_end, nbytes(n.out), ALIGN)
