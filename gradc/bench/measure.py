@@ -101,9 +101,9 @@ print(2 * n ** 3 / best / 1e9)
 
 
 def thread_env(threads: int) -> dict:
-    """Environment that gives a new process's BLAS, OpenMP, PyTorch and XLA `threads` threads."""
+    """Environment that gives a new process's BLAS, OpenMP, PyTorch, XLA and gradc's pool `threads` threads."""
     env = {k: str(threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                      "GRADC_BENCH_THREADS")}
+                                      "GRADC_BENCH_THREADS", "GRADC_NUM_THREADS")}
     if threads == 1:
         env["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false",
                                                   "intra_op_parallelism_threads=1"]))
