@@ -25,7 +25,7 @@ from gradc.passes.fuse import kernels
 
 import golden_steps
 from test_codegen import assert_close, make, sample
-from test_codegen_random import RandomGraph
+from test_codegen_random import RandomGraph, compare_compiled
 from test_passes import STEPS, feeds_for, programs, random_graph, same_results, step_graph
 
 GOLDEN = Path(__file__).parent / "golden" / "fuse"
@@ -370,7 +370,7 @@ def test_compiled_fused_random_graphs_match_interpreter(data, dtype, n_ops, seed
     rng = np.random.default_rng(seed)
     feeds = {v.name: rng.standard_normal(v.shape).astype(v.dtype.np) for v in g.inputs}
     with np.errstate(all="ignore"):
-        compiled_matches(run_pipeline(g, "fuse").graph, feeds, g)
+        compare_compiled(run_pipeline(g, "fuse").graph, feeds, g)
 
 
 def test_compiled_kernels_over_dtypes_size_one_dims_and_broadcasts():
