@@ -25,6 +25,9 @@ version was chosen, any other is copied into the version's private input
 buffer; writes the learning rates; makes the native call, with no argument
 (the pointer table is set once); and returns the outputs as new tensors.
 
+A version whose step creates optimizer state runs once, so it runs on the
+reference interpreter rather than being compiled (see `_backend_for`).
+
 `step.run(n, *stacks)` makes n steps in one native call over stacked batches,
 with the same guards and checks (every batch's index tensors checked before
 the first step), the learning rates read once per run, and the same results,
@@ -166,11 +169,11 @@ class _Version:
         self.pipeline = run_pipeline(self.stages["autodiff"], step.passes)
         self.stages.update(self.pipeline)
         self.graph = self.stages["optimized"]
-        self.executable = ex = step.backend(self.graph)
         inputs = {v.name: v for v in self.graph.inputs}
         self.params = [n for n, v in inputs.items() if v.kind == "param"]
         self.state = [n for n, v in inputs.items() if v.kind == "state" and n in world.state]
         self.new_state = [v for n, v in inputs.items() if v.kind == "state" and n not in world.state]
+        self.executable = ex = _backend_for(step.backend, self.new_state)(self.graph)
         n_groups = len(world.groups)
         scalars = ["lr" if n_groups == 1 else f"lr.{k}" for k in range(n_groups)]
         self._lr_buffers = [ex.input_buffer(n) if n in inputs else None for n in scalars]
@@ -385,7 +388,7 @@ class CompiledStep:
         return stages[stage]
 
     def llvm_ir(self, optimized=False):
-        return self._latest().executable.llvm_ir(optimized=optimized)
+        return self._native().llvm_ir(optimized=optimized)
 
     def explain(self, file=None) -> None:
         """Print the pass pipeline's report for the current version: per-pass statistics, the
@@ -395,7 +398,15 @@ class CompiledStep:
         print(explain(self._latest().pipeline), file=file or sys.stdout, end="")
 
     def asm(self):
-        return self._latest().executable.asm()
+        return self._native().asm()
+
+    def _native(self):
+        version = self._latest()
+        if version.new_state and isinstance(version.executable, InterpretedGraph):
+            raise RuntimeError(f"{self.__name__}'s first call, which created the optimizer's state, ran once on the "
+                               "reference interpreter and has no native code: call the step again to compile the "
+                               "steady-state step, then ask for its LLVM IR or assembly")
+        return version.executable
 
     @property
     def versions(self) -> int:
@@ -468,6 +479,16 @@ class InterpretedGraph:
         raise RuntimeError("the interpreter backend generates no LLVM IR")
 
     asm = llvm_ir
+
+
+def _backend_for(backend, new_state):
+    """The backend of a version: a version that creates optimizer state (Adam's moments,
+    SGD's momentum buffers) runs once, at the first step, so it runs on the reference
+    interpreter, which costs about one eager step, rather than being compiled to native code
+    (half a second and more); the next call compiles the steady-state step."""
+    from .codegen import compile_graph
+
+    return InterpretedGraph if new_state and backend is compile_graph else backend
 
 
 def default_backend():

@@ -675,4 +675,5 @@ def test_a_training_step_from_the_caches_of_another_process(tmp_path):
     first, second = (r.stdout.split() for r in runs)
     assert first[:4] == second[:4] and first[3] == "2" and (first[4], second[4]) == ("False", "True")
     cache = tmp_path / "cache"
-    assert len(list(cache.glob("*.passes"))) == len(list(cache.glob("*.graph"))) == 2
+    # both versions' pipelines; native code only for the steady state (the first step is interpreted)
+    assert len(list(cache.glob("*.passes"))) == 2 and len(list(cache.glob("*.graph"))) == 1

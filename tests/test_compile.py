@@ -149,6 +149,20 @@ def test_first_step_creates_optimizer_state_then_steady_version():
     assert compiled.versions == 2  # the step that creates Adam's state, then the steady state
 
 
+def test_the_step_that_creates_state_runs_once_on_the_interpreter():
+    t = mlp_step("tanh", "mse", "sgd_momentum", gradc.float32)
+    compiled = gradc.compile(t.step)
+    (x, y), = batches("mse", gradc.float32, n=1)
+    compiled(x, y)
+    first = compiled._latest().executable
+    assert isinstance(first, compiler.InterpretedGraph) and t.optimizer.state
+    with pytest.raises(RuntimeError, match="ran once on the reference interpreter.*call the step again"):
+        compiled.llvm_ir()
+    compiled(x, y)
+    assert compiled.versions == 2 and not isinstance(compiled._latest().executable, compiler.InterpretedGraph)
+    assert "define" in compiled.llvm_ir()
+
+
 def test_compiled_module_forward_and_gradients_match_eager(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADC_DUMP", str(tmp_path))
     gradc.manual_seed(3)
