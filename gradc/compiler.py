@@ -47,13 +47,12 @@ from itertools import chain
 
 import numpy as np
 
-from . import tracing
+from . import dispatch, tracing
 from .errors import TraceError
 from .guards import Guard, World
 from .tensor import Tensor
 
 MAX_VERSIONS = 8
-_PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _log(kind: str) -> bool:
@@ -96,7 +95,7 @@ def _user_line(tb) -> str:
     where = ""
     while tb is not None:
         path = tb.tb_frame.f_code.co_filename
-        if not path.startswith(_PKG_DIR):
+        if not dispatch.in_gradc(path):
             source = linecache.getline(path, tb.tb_lineno).strip()
             where = f"{os.path.basename(path)}:{tb.tb_lineno}" + (f": {source}" if source else "")
         tb = tb.tb_next
@@ -136,14 +135,15 @@ def _trace(fn, args, name, label):
 
 
 def _dump(name: str, stages: dict, executables: dict) -> None:
-    """`GRADC_DUMP=DIR`: every IR stage (text and DOT), the LLVM IR before and after LLVM's optimizer, the assembly."""
+    """`GRADC_DUMP=DIR`: the IR stages compiling made (text and DOT; tracing wrote the traced
+    and autodiff ones), the LLVM IR before and after LLVM's optimizer, the assembly."""
     d = os.environ.get("GRADC_DUMP")
     if not d:
         return
+    for stage, g in stages.items():
+        tracing._dump(g, stage)
     os.makedirs(d, exist_ok=True)
     files = {}
-    for stage, g in stages.items():
-        files[f"{name}.{stage}.ir"], files[f"{name}.{stage}.dot"] = str(g), g.to_dot()
     for suffix, ex in executables.items():
         try:
             files[f"{name}{suffix}.ll"] = ex.llvm_ir()
@@ -179,7 +179,7 @@ class _Version:
         self._lr_buffers = [ex.input_buffer(n) if n in inputs else None for n in scalars]
         self.slots = []  # per argument: (shape, dtype, input buffer), or (None, value, None) for a constant
         self.inputs = []  # per argument: the graph input it feeds, or None
-        for name, a in zip(tracing._arg_names(step.fn, len(args)), args):
+        for name, a in zip(step._names(len(args)), args):
             if isinstance(a, Tensor):
                 buf = ex.input_buffer(name) if name in inputs else None
                 self.slots.append((tuple(a.shape), a._data.dtype, buf))
@@ -188,8 +188,8 @@ class _Version:
                 self.slots.append((None, a, None))
                 self.inputs.append(None)
         self.reads = [buf for _, _, buf in self.slots]  # the array each input slot reads now
-        self._bound, self._lrs, self._lr_cells, self._owners = {}, [], [], []
-        _dump(self.name, self.stages, {"": ex})
+        self._bound, self._lr_cells, self._owners = {}, [], []
+        _dump(self.name, {"optimized": self.graph}, {"": ex})
 
     def adopt(self, world: World) -> None:
         """Bind the params and state the step reads now (resolved by name), where their arrays changed."""
@@ -208,8 +208,9 @@ class _Version:
         if feeds:
             self.executable.bind(feeds)
             self._bound.update(feeds)
-        self._lrs = [(buf, g) for buf, g in zip(self._lr_buffers, world.groups) if buf is not None]
-        self._lr_cells = [(ctypes.c_double.from_address(buf.ctypes.data), g) for buf, g in self._lrs]
+        # the guard's fast path writes these cells too (a ctypes store costs less than numpy's)
+        self._lr_cells = [(ctypes.c_double.from_address(buf.ctypes.data), g)
+                          for buf, g in zip(self._lr_buffers, world.groups) if buf is not None]
         self._owners = [(v, world.owner(v.name)) for v in self.new_state]
 
     def load(self, args, share=True) -> None:
@@ -241,20 +242,20 @@ class _Version:
     def run_steps(self, n: int, stacks) -> list:
         """n steps in one native call on stacked batches (arrays, one per argument, None for
         constants); the learning rates are read once. Returns the stacked output arrays."""
-        for buf, group in self._lrs:
-            buf[()] = group["lr"]
+        self._write_lrs()
         return self.executable.run_steps(n, {name: a for name, a in zip(self.inputs, stacks) if name is not None})
 
     def run(self):
         """One call on the loaded arguments: the step's result (a tensor, a tuple of them, or None)."""
-        for buf, group in self._lrs:  # runtime scalars: read at every call
-            buf[()] = group["lr"]
+        self._write_lrs()
         if self._owners:
             return self._run_creating_state()
-        outs = self.executable.call()
-        if len(outs) == 1:
-            return Tensor._wrap(outs[0].copy())
-        return tuple(Tensor._wrap(o.copy()) for o in outs) if outs else None
+        return _result([Tensor._wrap(o.copy()) for o in self.executable.call()])
+
+    def _write_lrs(self) -> None:
+        """The runtime scalars: each param group's learning rate, read now."""
+        for cell, group in self._lr_cells:
+            cell.value = group["lr"]
 
     def _run_creating_state(self):
         """A step that creates optimizer state: fresh arrays, handed to the optimizer after the call."""
@@ -305,12 +306,17 @@ class CompiledStep:
         n = operator.index(n)
         if n < 1:
             raise ValueError(f"{self.__name__}.run(n, ...) needs n >= 1, got {n}")
-        if len(args) not in self._arg_names:
-            self._arg_names[len(args)] = tracing._arg_names(self.fn, len(args))
-        stacks = [self._stack(n, a, name) for a, name in zip(args, self._arg_names[len(args)])]
+        stacks = [self._stack(n, a, name) for a, name in zip(args, self._names(len(args)))]
         with self._lock:
             outs = self._run_steps(n, args, stacks)
         return _result([Tensor._wrap(o) for o in outs])
+
+    def _names(self, n: int) -> list:
+        """The names of the step's first n arguments (computed once per n: inspect.signature is slow)."""
+        names = self._arg_names.get(n)
+        if names is None:
+            names = self._arg_names[n] = tracing._arg_names(self.fn, n)
+        return names
 
     def _stack(self, n: int, a, name: str):
         """A tensor argument of `run` as an array of n batches, or None for a constant."""
@@ -345,8 +351,7 @@ class CompiledStep:
         """The slow path: the key by value, its version (compiled if new), bound to today's arrays
         (the arguments' own arrays too, if `share`)."""
         self._guard, self._check, self._call = None, _never, None
-        names = tracing._arg_names(self.fn, len(args))
-        tensors = tuple(_as_input(a, n) for a, n in zip(args, names))
+        tensors = tuple(_as_input(a, n) for a, n in zip(args, self._names(len(args))))
         world = World(self.fn)
         key = world.key(tensors)
         frozen = tuple(key.items())
@@ -454,12 +459,12 @@ class InterpretedGraph:
         """`CompiledGraph.run_steps` on the interpreter: the stacked index tensors are checked
         first, then the steps run one after the other; a step that fails restores the params
         and state as they were before the first."""
-        from .codegen.lower import IndexCheck, check_indices, describe, index_uses
+        from .codegen.lower import IndexCheck, check_indices, index_uses
 
         for node in self.graph.nodes:
             for v, size, axis in index_uses(node):
                 if v.name in stacks:
-                    check_indices(np.asarray(stacks[v.name]), IndexCheck(v.name, size, axis, describe(node)))
+                    check_indices(np.asarray(stacks[v.name]), IndexCheck(v.name, size, axis, node.describe()))
         saved = {name: self._bound[name] for name in stacks if name in self._bound}
         before = [(self._bound[t.name], self._bound[t.name].copy()) for t, _ in self.graph.updates]
         outs = []
@@ -553,7 +558,7 @@ class _ForwardVersion:
         self.backward_graph = self.backward_pipeline.graph
         self.backward = backend(self.backward_graph)
         self.vjp = _CompiledVJP(self, "compiled_forward")
-        _dump(name, {"traced": g, "optimized": self.graph, "backward": self.backward_graph},
+        _dump(name, {"optimized": self.graph, "backward": self.backward_graph},
               {"": self.executable, ".backward": self.backward})
 
 

@@ -23,10 +23,15 @@ _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 symbolic_bind = None
 
 
+def in_gradc(path: str) -> bool:
+    """Whether source file `path` is gradc's own (a frame there is not the user's line)."""
+    return path.startswith(_PKG_DIR)
+
+
 def user_frame():
     """The innermost stack frame outside gradc (the user's line), or None."""
     f = sys._getframe(1)
-    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+    while f is not None and in_gradc(f.f_code.co_filename):
         f = f.f_back
     return f
 

@@ -16,6 +16,7 @@ import weakref
 import numpy as np
 
 from . import tracing
+from .ir.graph import type_str
 from .tensor import Tensor
 
 _MODULE_INTERNALS = {"training", "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"}
@@ -24,14 +25,10 @@ _GROUP_RUNTIME = {"params", "lr", "initial_lr", "param_names"}
 _SCALARS = (bool, int, float, complex, str)
 
 
-def _type_str(shape, dtype) -> str:
-    return f"{dtype.short}[{','.join(map(str, shape))}]"
-
-
 def _describe(a) -> str:
     """An argument as the key sees it: tensors by type, other values by value (they are traced as constants)."""
     if isinstance(a, Tensor):
-        return _type_str(a.shape, a.dtype)
+        return type_str(a.dtype, a.shape)
     return f"{type(a).__name__} {a!r}"
 
 
@@ -76,9 +73,9 @@ class World:
         key = {n: _describe(a) for n, a in zip(tracing._arg_names(self.fn, len(args)), args)}
         key.update(self.names.constants())
         for name, p in self.params.items():
-            key[f"param {name}"] = _type_str(p.shape, p.dtype) + ("" if p.requires_grad else " (no grad)")
+            key[f"param {name}"] = type_str(p.dtype, p.shape) + ("" if p.requires_grad else " (no grad)")
         for name, t in self.state.items():
-            key[f"state {name}"] = _type_str(t.shape, t.dtype)
+            key[f"state {name}"] = type_str(t.dtype, t.shape)
         for root, top in self.roots:
             for path, m in top.named_modules(prefix=root):
                 attrs = ", ".join(f"{k}={v!r}" for k, v in vars(m).items() if k not in _MODULE_INTERNALS and _hashable(v))

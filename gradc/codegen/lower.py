@@ -60,10 +60,6 @@ class Lowered(NamedTuple):
     node_names: dict  # status code -> node description
 
 
-def describe(n: Node) -> str:
-    return f"%{n.out.name} = {n.op}" + (f" ({n.loc})" if n.loc else "")
-
-
 def index_uses(n: Node):
     """(index operand, size of the axis it indexes, axis) for every index tensor `n` reads."""
     if n.op in ("gather", "scatter_add"):
@@ -153,7 +149,7 @@ def relocate(graph: Graph, lowered: Lowered) -> Lowered:
     """`lowered`, made by another process for a graph of the same text (the disk cache of
     codegen/__init__.py), with this process's constants blob, as `lower_graph` makes it."""
     consts = _consts_blob(graph, lowered.buffers)
-    if pool.DEFINE in lowered.text:
+    if pool.uses_pool(lowered.text):
         pool.write_address(consts)
     return lowered._replace(consts=consts)
 
@@ -174,9 +170,9 @@ def _plan_index_checks(graph: Graph):
     now; the kernels check the ones computed in the graph."""
     input_checks, checked, node_names = [], {}, {}
     for node_id, n in enumerate(graph.nodes, 1):
-        node_names[node_id] = describe(n)
+        node_names[node_id] = n.describe()
         for v, size, axis in index_uses(n):
-            c = IndexCheck(v.name, size, axis, describe(n))
+            c = IndexCheck(v.name, size, axis, n.describe())
             if v.producer is None:
                 input_checks.append(c)
             elif v.producer.op == "const":

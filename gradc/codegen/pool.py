@@ -33,8 +33,6 @@ import struct
 import sys
 import threading
 
-import llvmlite.binding as llvm
-
 from . import jit
 
 GLOBAL = "@gradc.pool"  # the module global a kernel loads the pool's entry from
@@ -242,12 +240,9 @@ class _Pool:
         if cached is None:
             cached = jit.optimize(text)
             jit.cache_store(key, *cached)
-        jit.target_machine()
-        self._jit = llvm.create_lljit_compiler()
-        self._lib = (llvm.JITLibraryBuilder().add_object_img(cached[1]).add_current_process()
-                     .export_symbol("gradc_pool_run").export_symbol("gradc_pool_start").link(self._jit, "gradc_pool"))
-        self.run = self._lib["gradc_pool_run"]
-        self._start = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(self._lib["gradc_pool_start"])
+        self._lib = jit.NativeLibrary(cached[1], "gradc_pool_run", "gradc_pool_start")
+        self.run = self._lib.address
+        self._start = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(self._lib.addresses["gradc_pool_start"])
         self.helpers = self._start(threads() - 1)
 
     def restart(self) -> None:
@@ -274,7 +269,8 @@ def address() -> int:
     return pool().run
 
 
-def uses_pool(decls: set) -> bool:
+def uses_pool(decls) -> bool:
+    """Whether a module runs work on the pool: `decls` is its set of declarations, or its text."""
     return DEFINE in decls
 
 

@@ -26,6 +26,11 @@ INPUT_KINDS = ("param", "state", "input", "scalar")
 GRAD = "grad"  # the marker op: %d.p = grad %loss wrt %p
 
 
+def type_str(dtype: DType, shape) -> str:
+    """`f32[2,3]`: a type as the IR prints it."""
+    return f"{dtype.short}[{','.join(map(str, shape))}]"
+
+
 class Value:
     __slots__ = ("name", "dtype", "shape", "kind", "producer")
 
@@ -38,7 +43,7 @@ class Value:
 
     @property
     def type_str(self):
-        return f"{self.dtype.short}[{','.join(str(s) for s in self.shape)}]"
+        return type_str(self.dtype, self.shape)
 
     def __repr__(self):
         return f"%{self.name}: {self.type_str}"
@@ -63,6 +68,10 @@ class Node:
     def operands(self, operands) -> None:
         self._operands = list(operands)
         self.inputs = [o for o in self._operands if isinstance(o, Value)]
+
+    def describe(self) -> str:
+        """`%3 = matmul (train.py:12)`: the node as errors and reports name it."""
+        return f"%{self.out.name} = {self.op}" + (f" ({self.loc})" if self.loc else "")
 
     def __repr__(self):
         from .printer import format_node

@@ -10,15 +10,11 @@ live at once share bytes, in-place updates are safe).
 from __future__ import annotations
 
 from ..prims import REGISTRY, Aval, ShapeError
-from .graph import GRAD, INPUT_KINDS, Graph
+from .graph import GRAD, INPUT_KINDS, Graph, type_str
 
 
 class VerifyError(ValueError):
     pass
-
-
-def _where(n) -> str:
-    return f"node %{n.out.name} = {n.op}" + (f" ({n.loc})" if n.loc else "")
 
 
 def verify(g: Graph) -> None:
@@ -32,27 +28,27 @@ def verify(g: Graph) -> None:
     for n in g.nodes:
         for o in n.inputs:
             if defined.get(o.name) is not o:
-                raise VerifyError(f"{_where(n)}: operand %{o.name} is not defined before its use (SSA)")
+                raise VerifyError(f"node {n.describe()}: operand %{o.name} is not defined before its use (SSA)")
         if n.out.name in defined:
-            raise VerifyError(f"{_where(n)}: %{n.out.name} is defined twice (SSA)")
+            raise VerifyError(f"node {n.describe()}: %{n.out.name} is defined twice (SSA)")
         if n.op == GRAD:
             loss, wrt = n.operands
             if loss.shape != () or wrt.kind not in ("param", "input", "state") and wrt.producer is not None:
-                raise VerifyError(f"{_where(n)}: grad needs a scalar loss and a graph input, got {loss!r} wrt {wrt!r}")
+                raise VerifyError(f"node {n.describe()}: grad needs a scalar loss and a graph input, got {loss!r} wrt {wrt!r}")
             want = Aval(wrt.shape, wrt.dtype)
         else:
             prim = REGISTRY.get(n.op)
             if prim is None:
-                raise VerifyError(f"{_where(n)}: unknown op {n.op!r}")
+                raise VerifyError(f"node {n.describe()}: unknown op {n.op!r}")
             avals = [Aval(o.shape, o.dtype) if hasattr(o, "name") else Aval((), None) for o in n.operands]
             try:
                 want = prim.shape(*avals, **n.attrs)
             except (ShapeError, TypeError) as e:
-                raise VerifyError(f"{_where(n)}: the {n.op} rule rejects its operands: {e}") from None
+                raise VerifyError(f"node {n.describe()}: the {n.op} rule rejects its operands: {e}") from None
         if tuple(want.shape) != n.out.shape or want.dtype is not n.out.dtype:
             raise VerifyError(
-                f"{_where(n)}: result type {n.out.type_str} does not match the {n.op} rule, which gives "
-                f"{want.dtype.short}[{','.join(map(str, want.shape))}]"
+                f"node {n.describe()}: result type {n.out.type_str} does not match the {n.op} rule, which gives "
+                f"{type_str(want.dtype, want.shape)}"
             )
         defined[n.out.name] = n.out
     for v in g.outputs:
