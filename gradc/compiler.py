@@ -270,6 +270,12 @@ class _Version:
 class CompiledStep:
     """A training step (or any tensor function) compiled with `gradc.compile`; calls are serialized."""
 
+    def __new__(cls, *args, **kwargs):
+        # a class of its own, whose `__call__` becomes the generated fast path of the version
+        # chosen last (`_select`): no Python frame between the user's call and the guard
+        own = type(cls.__name__, (cls,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+        return super().__new__(own)
+
     def __init__(self, fn, passes=None, backend=None):
         functools.update_wrapper(self, fn)
         self.fn = fn
@@ -279,15 +285,26 @@ class CompiledStep:
         self._lock = threading.Lock()
         self._current = None  # the version chosen by the last call
         self._guard = None  # the fast path of the next call, if it may use that version too (a guards.Guard)
-        self._check, self._call = _never, None
+        self._check = _never
         self._arg_names: dict = {}  # number of arguments -> their names (inspect.signature is slow)
 
+    def __del__(self):
+        # the class is in a reference cycle (as every class is): let the fast path and the
+        # native code it holds go now, not at the next collection
+        self._use_fast_path(None)
+
+    def _use_fast_path(self, call) -> None:
+        """Make `call` this step's `__call__` (None: the slow path again)."""
+        cls = type(self)
+        if call is not None:
+            cls.__call__ = call
+        elif "__call__" in vars(cls):
+            del cls.__call__
+
     def __call__(self, *args):
-        call = self._call  # the guard's fast path, once a version was chosen
-        if call is None:
-            with self._lock:
-                return self._slow(args)
-        return call(args)
+        """The slow path; once a version is chosen, the guard's fast path stands in for this method."""
+        with self._lock:
+            return self._slow(args)
 
     def _slow(self, args):
         """A call that the fast path does not cover (the lock is held)."""
@@ -350,7 +367,8 @@ class CompiledStep:
     def _select(self, args, share=True):
         """The slow path: the key by value, its version (compiled if new), bound to today's arrays
         (the arguments' own arrays too, if `share`)."""
-        self._guard, self._check, self._call = None, _never, None
+        self._guard, self._check = None, _never
+        self._use_fast_path(None)
         tensors = tuple(_as_input(a, n) for a, n in zip(args, self._names(len(args))))
         world = World(self.fn)
         key = world.key(tensors)
@@ -363,7 +381,8 @@ class CompiledStep:
         self._current = version
         # after tracing, which may add attributes; the guard reaches this step weakly (no cycle keeps it alive)
         self._guard = Guard(version, args, world, self._lock, weakref.WeakMethod(self._slow))
-        self._check, self._call = self._guard.check, self._guard.call
+        self._check = self._guard.check
+        self._use_fast_path(self._guard.call)
 
     def _compile(self, key, frozen, args, world):
         before = self._current.key if self._current else None

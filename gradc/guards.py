@@ -17,6 +17,7 @@ import numpy as np
 
 from . import tracing
 from .ir.graph import type_str
+from .nn.module import Registry, changes as module_changes
 from .tensor import Tensor
 
 _MODULE_INTERNALS = {"training", "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"}
@@ -139,12 +140,16 @@ class Names:
 class Guard:
     """The fast path of the version chosen last time, generated as Python source
     (`source` shows it) when the version was chosen. Two functions share its
-    straight-line checks (30-50 ns each): the arguments' types, shapes and
+    straight-line checks (20-50 ns each): the arguments' types, shapes and
     dtypes, then `is` on every object the key depends on, as they were then
     (plain scalar attributes and hyper-parameters compared by value in one
     tuple per dict, which is what the key does; an empty container by `not`).
+    The modules' attributes and registries are one check: `nn.module.changes`,
+    which counts every change to a module a guard watches (a module whose
+    registries are not `nn.module.Registry`, e.g. unpickled from an older
+    gradc, is checked entry by entry).
 
-    `call(args)` is the whole call under `lock`: when a check fails or raises
+    `call(step, *args)` (the step's `__call__`) is the whole call under `lock`: when a check fails or raises
     (another number of arguments, an entry or closure cell that was deleted, a
     hyper-parameter now an object that cannot compare) it returns `slow()(args)`, before
     touching anything; otherwise it feeds the arguments (an argument's own
@@ -158,16 +163,17 @@ class Guard:
         self._objects: list = []  # held, so the ids behind `_names` stay unique
         head, conds, state, feeds = self._arguments(version, args)
         conds += self._world(world)
-        test = "if not (" + "\n        and ".join(conds) + "):"
-        check = [*head("return False"), test, "    return False", "return True"]
-        miss = f"return {self._ref(slow)}()(args)"
-        call = [*(["nonlocal " + ", ".join(state)] if state else []), f"with {self._ref(lock)}:", *_indented([
-            "try:", *_indented([*head(miss), test, "    " + miss]),
+        test = "(" + "\n        and ".join(conds or ["True"]) + ")"
+        check = [head, f"return {test}"]
+        call = [*(["nonlocal " + ", ".join(state)] if state else []), f"{self._ref(lock.acquire)}()", "try:", *_indented([
+            "try:", f"    {head}", f"    same = {test}",
             "except Exception:  # the checks touch nothing: the slow path finds out (and raises) properly",
-            "    " + miss, *feeds, *self._finish(version)])]
+            "    same = False",
+            "if not same:", f"    return {self._ref(slow)}()(args)", *feeds, *self._finish(version)]),
+            "finally:", f"    {self._ref(lock.release)}()"]
         body = [f"    {line}" for line in state.values()]
-        for name, lines in (("check", check), ("call", call)):
-            body += [f"    def {name}(args):", *_indented(lines, 2)]
+        for name, params, lines in (("check", "args", check), ("call", "step, *args", call)):
+            body += [f"    def {name}({params}):", *_indented(lines, 2)]
         self.source = "\n".join([f"def make({', '.join(self._names.values())}):", *body, "    return check, call", ""])
         namespace: dict = {}
         exec(builtins.compile(self.source, f"<gradc guard of {version.name}>", "exec"), namespace)
@@ -188,10 +194,7 @@ class Guard:
         """The head (unpacking: a ValueError when the number of arguments differs), the conditions
         on each argument, and for `call` its state (the array each input slot reads now) and the
         lines that feed the slots."""
-        n = len(args)
-
-        def head(miss):
-            return [f"{', '.join(f'a{i}' for i in range(n))}, = args"] if n else ["if args:", f"    {miss}"]
+        head = "[" + ", ".join(f"a{i}" for i in range(len(args))) + "] = args"
 
         conds, state, feeds = [], {}, []
         for i, (a, (shape, want, buf)) in enumerate(zip(args, version.slots)):
@@ -229,7 +232,13 @@ class Guard:
         scope = self._ref(names.globals)
         conds = [self._is(f"{scope}.get({n!r})", names.globals.get(n)) for n in names.names]
         conds += [self._is(f"{self._ref(c)}.cell_contents", c.cell_contents) for _, c in names.cells]
+        counted = {id(m) for m in world.modules if all(type(r) is Registry for r in (m._parameters, m._buffers, m._modules))}
         for m in world.modules:
+            if id(m) in counted:  # from now on, any change to them changes the count
+                m._parameters.watched = m._buffers.watched = m._modules.watched = True
+        if counted:
+            conds.append(f"{self._ref(module_changes)}[0] == {module_changes[0]}")
+        for m in (m for m in world.modules if id(m) not in counted):  # registries not made by Module.__init__
             attrs = {k: v for k, v in vars(m).items() if k not in _MODULE_INTERNALS or k == "training"}
             conds += self._same_dict(self._ref(m.__dict__), m.__dict__, attrs, alone=("training",))
             for reg in (m._parameters, m._buffers, m._modules):

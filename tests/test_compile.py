@@ -363,7 +363,87 @@ def test_steady_calls_take_the_fast_path(monkeypatch):
     t.both(lambda s: s.model.eval())
     t.step(x, y)
     assert len(slow) == 1
-    assert "['training'] is False" in t.compiled._guard.source
+    assert f"[0] == {nn.module.changes[0]}" in t.compiled._guard.source  # modules: one count
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: setattr(m.linear, "note", "x"),  # a new plain attribute
+    lambda m: delattr(m.linear, "in_features"),
+    lambda m: m.linear.register_buffer("scale", gradc.ones(1)),
+    lambda m: m.linear._parameters.__setitem__("bias", m.linear._parameters["bias"]),  # a registry, directly
+    lambda m: m.linear._parameters.pop("bias"),
+    lambda m: m.linear._parameters.update({}),
+    lambda m: m.linear._parameters.move_to_end("weight"),
+    lambda m: m.linear._modules.setdefault("extra", nn.ReLU()),
+    lambda m: m.eval(),
+    lambda m: setattr(m, "linear", m.linear),  # the same child again
+    lambda m: delattr(m, "linear"),
+])
+def test_every_change_to_a_module_leaves_the_fast_path(monkeypatch, change):
+    t = Twins()
+    x, y = data(8)
+    t.step(x, y)
+    t.step(x, y)
+    slow, select = [], t.compiled._select
+    monkeypatch.setattr(t.compiled, "_select", lambda args: (slow.append(args), select(args)))
+    t.compiled(x, y)
+    assert not slow
+    change(t.comp.model)
+    try:
+        t.compiled(x, y)
+    except Exception:
+        pass  # a model that no longer runs: the slow path raised, as eager code would
+    assert len(slow) == 1
+
+
+def test_modules_the_step_does_not_read_change_freely(monkeypatch):
+    t = Twins()
+    x, y = data(8)
+    t.step(x, y)
+    t.step(x, y)
+    slow, select = [], t.compiled._select
+    monkeypatch.setattr(t.compiled, "_select", lambda args: (slow.append(args), select(args)))
+    for _ in range(3):
+        other = nn.Sequential(nn.Linear(3, 2), nn.ReLU())  # e.g. a loss module made in the loop
+        other.append(nn.Identity())
+        other.eval()
+        other[0].note = 1
+        t.step(x, y)
+    assert not slow
+
+
+def test_sequential_edits_and_plain_registries_leave_the_fast_path(monkeypatch):
+    from collections import OrderedDict
+
+    gradc.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)).double()
+    opt = optim.SGD(model.parameters(), lr=0.01)
+
+    def step(x, y):
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    compiled = gradc.compile(step)
+    x, y = data(8)
+    slow, select = [], compiled._select
+    monkeypatch.setattr(compiled, "_select", lambda args: (slow.append(args), select(args)))
+    # a registry that is not a Registry (as in a model pickled by an older gradc) is checked entry by entry
+    plain = nn.Identity()
+    plain.__dict__["_modules"] = OrderedDict()
+    edits = [lambda: model.insert(1, nn.Identity()), lambda: model.__delitem__(1), lambda: model.append(plain),
+             lambda: plain._modules.__setitem__("extra", nn.ReLU())]
+    for edit in edits:
+        compiled(x, y)
+        compiled(x, y)
+        calls = len(slow)
+        edit()
+        with gradc.no_grad():
+            expected = nn.functional.mse_loss(model(gradc.tensor(x)), gradc.tensor(y)).item()
+        np.testing.assert_allclose(compiled(x, y).item(), expected, rtol=1e-12)  # the edited model's loss
+        assert len(slow) == calls + 1
 
 
 def test_fast_path_reads_a_repeated_array_in_place_and_copies_other_arrays(monkeypatch):

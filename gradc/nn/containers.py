@@ -9,7 +9,7 @@ import operator
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from .module import Module, _indent_tail
+from .module import Module, Registry, _indent_tail
 
 
 class _Indexed(Module):
@@ -39,7 +39,8 @@ class _Indexed(Module):
 
     def _renumber(self):
         # PyTorch renumbers after a deletion, so keys stay 0..n-1
-        self.__dict__["_modules"] = OrderedDict((str(i), m) for i, m in enumerate(self._modules.values()))
+        self._changed()
+        self.__dict__["_modules"] = Registry((str(i), m) for i, m in enumerate(self._modules.values()))
 
     def append(self, module):
         self.add_module(str(len(self)), module)
@@ -55,7 +56,8 @@ class _Indexed(Module):
     def insert(self, index: int, module) -> None:
         mods = list(self._modules.values())
         mods.insert(index, module)
-        self.__dict__["_modules"] = OrderedDict()
+        self._changed()
+        self.__dict__["_modules"] = Registry()
         for m in mods:
             self.append(m)
 

@@ -20,6 +20,59 @@ from .parameter import Parameter
 
 _SUPER_HINT = "Call super().__init__() at the start of your module's __init__."
 
+# How many times a watched module's attributes or registries changed: a compiled step's
+# guard watches the modules it reads and compares this one number instead of every entry
+# of every module (gradc/guards.py). Modules nobody watches (a loss module made in a
+# loop, a model being built) change freely.
+changes = [0]
+
+
+class Registry(OrderedDict):
+    """A module's parameters, buffers or children: an OrderedDict that counts its changes
+    once a guard watches it (the module's own attributes count with its registries)."""
+
+    watched = False
+
+    def _changed(self):
+        if self.watched:
+            changes[0] += 1
+
+    def __setitem__(self, key, value):
+        self._changed()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        self._changed()
+        super().__delitem__(key)
+
+    def pop(self, *args):
+        self._changed()
+        return super().pop(*args)
+
+    def popitem(self, last=True):
+        self._changed()
+        return super().popitem(last)
+
+    def setdefault(self, key, default=None):
+        self._changed()
+        return super().setdefault(key, default)
+
+    def update(self, *args, **kwargs):
+        self._changed()
+        super().update(*args, **kwargs)
+
+    def clear(self):
+        self._changed()
+        super().clear()
+
+    def move_to_end(self, key, last=True):
+        self._changed()
+        super().move_to_end(key, last)
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
 
 class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
     """What `load_state_dict(strict=False)` returns."""
@@ -57,10 +110,10 @@ class Module:
             raise TypeError(f"{type(self).__name__}.__init__() takes 1 positional argument but {len(args) + 1} were given")
         d = self.__dict__
         d["training"] = True
-        d["_parameters"] = OrderedDict()
-        d["_buffers"] = OrderedDict()
+        d["_parameters"] = Registry()
+        d["_buffers"] = Registry()
         d["_non_persistent_buffers_set"] = set()
-        d["_modules"] = OrderedDict()
+        d["_modules"] = Registry()
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(
@@ -148,13 +201,21 @@ class Module:
                 raise TypeError(f"cannot assign '{_type_name(value)}' as buffer '{name}' (gradc.Tensor or None expected)")
             buffers[name] = value
         else:
+            self._changed()
             object.__setattr__(self, name, value)
+
+    def _changed(self):
+        """Count a change of this module's own attributes, if a guard watches it (see `changes`)."""
+        if getattr(self.__dict__.get("_modules"), "watched", False):
+            changes[0] += 1
 
     def _forget(self, name, keep):
         """Drop `name` from the instance dict and the other registries before it is registered in `keep`
         (where an existing entry keeps its position, so replacing a layer keeps the order)."""
         d = self.__dict__
-        d.pop(name, None)
+        if name in d:
+            self._changed()
+            del d[name]
         for key in ("_parameters", "_buffers", "_modules"):
             if key != keep:
                 d[key].pop(name, None)
@@ -175,6 +236,7 @@ class Module:
                 del d[key][name]
                 d["_non_persistent_buffers_set"].discard(name)
                 return
+        self._changed()
         object.__delattr__(self, name)
 
     def __dir__(self):
@@ -254,7 +316,9 @@ class Module:
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")
         for m in self.modules():
-            m.__dict__["training"] = mode
+            if m.__dict__["training"] is not mode:
+                m._changed()
+                m.__dict__["training"] = mode
         return self
 
     def eval(self):
