@@ -12,9 +12,10 @@ import sys
 import numpy as np
 import pytest
 
-from gradc.bench import main, measure, report, runner
+from gradc.bench import main, measure, report, runner, targets
 from gradc.bench.modes import MODES, Mode, Step, numpy_step
 from gradc.bench.workloads import WORKLOADS, Workload, flop_count, init_weights, make_data
+from gradc.codegen import peak, pool
 
 TINY = Workload("tiny", (3, 4, 2), 5, "cross_entropy", "sgd", {"lr": 0.1, "momentum": 0.9})
 
@@ -142,10 +143,25 @@ def test_quick_run_writes_table_and_json(tmp_path, capsys):
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| workload"))
     assert lines[header] == "| " + " | ".join(report.COLUMNS) + " |"
-    rows = [line.split(" | ") for line in lines[header + 2:]]
+    rows = [line.split(" | ") for line in lines[header + 2:header + 4]]
     assert [r[1] for r in rows] == ["gradc-eager", "numpy"]
     assert rows[0][4] == "1.00x" and rows[0][5] == "-"  # vs itself; torch was not run
     assert png.exists() == (importlib.util.find_spec("matplotlib") is not None)
+    # the native FMA peak, what % peak is of, and the targets of the workload run
+    assert set(payload["fma_peak_gflops"]) == {"1", "2"}
+    assert payload["fma_kernel"] == {"accumulators": peak.accumulators(), "lanes": peak.lanes(),
+                                     "iters": measure.FMA_ITERS, "parts_per_thread": measure.FMA_PARTS_PER_THREAD}
+    basis = payload["pct_peak_of"]
+    if payload["fma_peak_gflops"]["2"]:
+        assert basis == {"kind": "fma", "threads": 2, "gflops": payload["fma_peak_gflops"]["2"]}
+    for r in payload["results"]:
+        assert r["pct_peak"] == pytest.approx(100 * r["gflops"] / basis["gflops"])
+    assert [t["workload"] for t in payload["targets"]] == ["linreg"] * 3
+    assert all(t["met"] is None for t in payload["targets"])  # neither gradc-compiled nor the baselines ran
+    assert "FMA peak (native kernel, " in out and "% peak is of the FMA peak on 2 threads" in out
+    section = lines.index("Targets (issue 6), by ratio in this run: 0 of 3 met (3 not judged).")
+    assert lines[section + 4] == ("| linreg | gradc-compiled | >= 77.5x vs torch-eager (~155 us -> <= 2 us) | - "
+                                  "| not measured (gradc-compiled not run) |")
 
 
 def test_unknown_mode_is_a_usage_error(capsys):
@@ -206,3 +222,139 @@ def test_a_dead_mode_process_is_an_error_row(tmp_path):
     assert case.finish() == {}
     assert res["status"] == "ERROR"
     assert "the benchmark process exited with code 1: KeyError: 'no-such-mode'" in res["reason"]
+
+
+# ----------------------------------------------------------------------------- the FMA peak
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("parts", [1, 5])
+def test_peak_kernel_runs_every_fma_it_counts(threads, parts):
+    """With a = b = 1 every lane of every chain of every part ends at its start plus the
+    iterations: the kernel ran exactly the FMAs `peak.flops` counts, on any number of threads."""
+    if threads > pool.threads():
+        pytest.skip("the pool has one thread")
+    rng = np.random.default_rng(0)
+    start = rng.integers(-1000, 1000, (parts, peak.accumulators(), peak.lanes())).astype(np.float32)
+    acc = start.copy()
+    peak.kernel().run(acc, 37, threads)
+    np.testing.assert_array_equal(acc, start + 37)
+    assert peak.flops(37, parts) == 2 * 37 * start.size
+
+
+def test_peak_kernel_computes_fma_chains():
+    """acc -> acc * a + b per iteration, against NumPy (exact: a halving and small integers)."""
+    start = np.arange(2 * peak.accumulators() * peak.lanes(), dtype=np.float32).reshape(2, peak.accumulators(), -1)
+    acc, want = start.copy(), start.copy()
+    peak.kernel().run(acc, 3, a=0.5, b=4.0)
+    for _ in range(3):
+        want = want * np.float32(0.5) + np.float32(4.0)
+    np.testing.assert_array_equal(acc, want)
+
+
+def test_peak_kernel_is_independent_vector_fmas():
+    """The loop the count assumes: one vector FMA per chain per iteration (that the chains are
+    independent, each from its own start, is what test_peak_kernel_computes_fma_chains checks)."""
+    ir = peak.kernel().optimized_ir
+    vector = f"<{peak.lanes()} x float>"
+    assert ir.count(f"call {vector} @llvm.fma.v{peak.lanes()}f32(") == peak.accumulators()
+    assert peak.accumulators() >= 2 * 4  # enough chains to fill 2 FMA units of 4 cycles' latency (Zen 3, Intel)
+
+
+def test_peak_kernel_checks_its_arguments():
+    k = peak.kernel()
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        k.run(np.zeros((1, peak.accumulators(), peak.lanes()), np.float64), 1)
+    with pytest.raises(ValueError, match="at least 1"):
+        k.run(np.zeros((1, peak.accumulators(), peak.lanes()), np.float32), 0)
+    with pytest.raises(ValueError, match="the pool has"):
+        k.run(np.zeros((1, peak.accumulators(), peak.lanes()), np.float32), 1, threads=pool.threads() + 1)
+
+
+def test_fma_peak_is_a_positive_figure():
+    gflops = measure.fma_peak(1, min_time=0.001, windows=3)
+    assert math.isfinite(gflops) and gflops > 0
+    assert measure.fma_peak(pool.threads() + 1) is None
+
+
+# ----------------------------------------------------------------------------- issue 6's targets
+def test_targets_are_the_issue_table_as_ratios():
+    speedups = {(t.workload, t.baseline): t.required for t in targets.TARGETS if t.kind == "speedup"}
+    assert speedups == pytest.approx({("linreg", "torch-eager"): 77.5, ("linreg", "jax-jit"): 10.0,
+                                      ("mlp_small", "torch-eager"): 8.0, ("mlp_small", "jax-jit"): 2.6,
+                                      ("mlp_large", "torch-eager"): 1.5, ("mlp_large", "jax-jit"): 4.6 / 3.0})
+    others = [(t.workload, t.mode, t.kind, t.required) for t in targets.TARGETS if t.kind != "speedup"]
+    assert others == [("linreg", "gradc-compiled-run", "us_per_step", 0.2),
+                      ("mlp_large", "gradc-compiled", "pct_peak", 70)]
+
+
+def _ok(wl, mode, us, gflops=1.0):
+    return {"workload": wl, "mode": mode, "status": "ok", "median_s": us * 1e-6, "gflops": gflops}
+
+
+def _judged(results, fma=None, workloads=("linreg", "mlp_small", "mlp_large")):
+    payload = {"workloads": dict.fromkeys(workloads), "results": results, "fma_peak_gflops": fma or {}}
+    return targets.evaluate(payload)
+
+
+def test_targets_met_and_not_met():
+    rows = _judged([_ok("linreg", "gradc-compiled", 2.5), _ok("linreg", "torch-eager", 250),
+                    _ok("linreg", "jax-jit", 20), _ok("linreg", "gradc-compiled-run", 0.19),
+                    _ok("mlp_large", "gradc-compiled", 3000, gflops=141.0), _ok("mlp_large", "torch-eager", 4560),
+                    _ok("mlp_large", "jax-jit", 4590)], fma={"1": 100.0, "2": 200.0})
+    linreg = [r for r in rows if r["workload"] == "linreg"]
+    assert [(r["measured"], r["met"]) for r in linreg] == [(pytest.approx(100.0), True), (pytest.approx(8.0), False),
+                                                            (pytest.approx(0.19), True)]
+    large = [r for r in rows if r["workload"] == "mlp_large"]
+    # 4560/3000 = 1.52 meets 4500/3000; 4590/3000 = 1.53 misses 4600/3000; 141 of 200 GFLOP/s is 70.5%
+    assert [(r["measured"], r["met"]) for r in large] == [(pytest.approx(1.52), True), (pytest.approx(1.53), False),
+                                                           (pytest.approx(70.5), True)]
+    assert [r["target"] for r in linreg] == [">= 77.5x vs torch-eager (~155 us -> <= 2 us)",
+                                            ">= 10x vs jax-jit (~20 us -> <= 2 us)", "< 0.2 us/step (step.run(n))"]
+    assert targets.format_measured(linreg[1]) == "8.00x" and targets.verdict(linreg[1]) == "not met"
+    assert [r["workload"] for r in rows] == ["linreg"] * 3 + ["mlp_small"] * 2 + ["mlp_large"] * 3
+    assert [r["met"] for r in rows if r["workload"] == "mlp_small"] == [None, None]
+
+
+def test_targets_not_measured_or_failed():
+    rows = list(_judged([{"workload": "linreg", "mode": "gradc-compiled", "status": "FAILED", "reason": "loss"},
+                         {"workload": "linreg", "mode": "gradc-compiled-run", "status": "unavailable"},
+                         _ok("mlp_large", "gradc-compiled", 3000)], fma={"1": 100.0, "2": None},
+                        workloads=("linreg", "mlp_large")))
+    assert [r["workload"] for r in rows] == ["linreg"] * 3 + ["mlp_large"] * 3  # only the workloads run
+    assert [(r["met"], r.get("why")) for r in rows] == [
+        (False, "gradc-compiled FAILED"), (False, "gradc-compiled FAILED"), (None, "gradc-compiled-run not run"),
+        (None, "torch-eager not measured"), (None, "jax-jit not measured"), (None, "no 2-thread FMA peak")]
+    assert targets.verdict(rows[0]) == "not met (gradc-compiled FAILED)"
+    assert targets.verdict(rows[5]) == "not measured (no 2-thread FMA peak)" and targets.format_measured(rows[5]) == "-"
+
+
+def test_share_of_a_contended_peak_is_not_judged():
+    """A 2-thread FMA peak below 1.5x the 1-thread one was measured while other work held a core:
+    a share of it would look too high, so the target is shown but not judged."""
+    results = [_ok("mlp_large", "gradc-compiled", 3000, gflops=141.0)]
+    fair, busy = (_judged(results, fma={"1": 100.0, "2": v}, workloads=("mlp_large",))[-1] for v in (150.0, 149.0))
+    assert (fair["measured"], fair["met"]) == (pytest.approx(94.0), True)
+    assert (busy["measured"], busy["met"]) == (pytest.approx(141 / 1.49), None)
+    assert targets.verdict(busy) == "not judged (the 2-thread FMA peak was measured on a busy machine)"
+    assert measure.contended({"1": 100.0, "2": 149.0, "4": 310.0}) == ["2"]
+    assert measure.contended({"1": None, "2": 10.0}) == []
+
+
+def test_report_prints_the_targets_section_and_a_busy_peak():
+    payload = {"machine": {"cpu": "cpu", "cpus": 2, "python": "3", "numpy": "2", "blas": "b", "torch": None,
+                           "jax": None, "gradc": "0", "gradc_compile_backend": "c"},
+               "config": {"threads": 2, "windows": 3, "min_time": 0.1, "peak_n": 512, "fma_windows": 5},
+               "fma_peak_gflops": {"1": 100.0, "2": 120.0},
+               "fma_kernel": {"accumulators": 12, "lanes": 8},
+               "peak_gflops": {"1": 90.0, "2": 170.0, "machine": 170.0},
+               "pct_peak_of": {"kind": "fma", "threads": 2, "gflops": 120.0}, "workloads": {"linreg": {}},
+               "results": [_ok("linreg", "gradc-compiled", 2.0) | {"first_call_s": 0.1, "peak_rss_growth_mb": 1.0},
+                           _ok("linreg", "torch-eager", 150) | {"first_call_s": 0.1, "peak_rss_growth_mb": 1.0}]}
+    payload["targets"] = targets.evaluate(payload)
+    out = report.markdown(payload).splitlines()
+    assert ("FMA peak (native kernel, 12 chains of 8-lane FMAs per thread, median of 5 windows): "
+            "100 GFLOP/s on 1 thread, 120 GFLOP/s on 2 threads.") in out[1]
+    assert "Warning: the FMA peak on 2 threads is less than 1.5x that on 1 thread" in out[2]
+    i = out.index("Targets (issue 6), by ratio in this run: 0 of 3 met (2 not judged).")
+    assert out[i + 2:i + 5] == [
+        "| workload | mode | target | this run | verdict |", "|---|---|---|---:|---|",
+        "| linreg | gradc-compiled | >= 77.5x vs torch-eager (~155 us -> <= 2 us) | 75.00x | not met |"]

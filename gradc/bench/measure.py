@@ -1,4 +1,4 @@
-"""How the benchmark measures: timing windows, peak memory, and the machine's FLOP/s proxy.
+"""How the benchmark measures: timing windows, peak memory, and the machine's peak FLOP/s.
 
 Time per step is the median over several windows, each running the step
 enough times to last at least `min_time` (calibrated by doubling), so the
@@ -7,6 +7,9 @@ the windows of all modes, so a change in the machine's load hits them alike. Mem
 the process's peak resident set (VmHWM) from the moment the mode starts
 building its step: it counts native code and buffers that tracemalloc cannot
 see. The peak is reset through /proc/self/clear_refs where Linux allows it.
+The machine's peak FLOP/s is measured twice: natively, by a kernel of
+independent vector FMA chains compiled by gradc's JIT (the ceiling "% peak"
+is of), and by NumPy's BLAS on a large matmul (what a tuned library reaches).
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 
 def calibrate(run, sync, min_time, max_steps=1_000_000) -> int:
@@ -86,6 +91,39 @@ class PeakRSS:
 
 
 # ----------------------------------------------------------------------------- machine peak
+FMA_ITERS = 1 << 14  # iterations of one part of the FMA kernel: a call of about 0.1 ms (see fma_peak)
+FMA_PARTS_PER_THREAD = 4  # parts claimed one at a time: a thread that joins late leaves its share to the others
+
+
+def fma_peak(threads: int, min_time: float = 0.005, windows: int = 15) -> float | None:
+    """GFLOP/s of the native FMA kernel (gradc.codegen.peak) on `threads` threads, the median
+    of `windows` windows of at least `min_time` seconds; None when the process's pool cannot
+    run that many threads. Many short calls rather than a few long ones: after a call that
+    waited for a preempted helper the pool runs its next jobs alone (pool.BACKOFF_JOBS), which
+    should cost a sliver of the windows, not all of them."""
+    from gradc.codegen import peak, pool
+
+    if threads > pool.threads():
+        return None
+    parts = FMA_PARTS_PER_THREAD * threads
+    acc = np.zeros((parts, peak.accumulators(), peak.lanes()), np.float32)
+    run = peak.kernel().bind(acc, FMA_ITERS, threads, a=0.5, b=1.0)  # acc -> acc / 2 + 1: stays near 2
+    n = calibrate(run, _no_sync, min_time)
+    seconds = statistics.median(window(run, _no_sync, n) / n for _ in range(windows))
+    return peak.flops(FMA_ITERS, parts) / seconds / 1e9
+
+
+def _no_sync(out):
+    pass
+
+
+def contended(fma: dict) -> list:
+    """The thread counts (keys of `fma`, GFLOP/s by thread count) whose FMA peak is below 3/4 of
+    that many times one thread's: other work held a core while they were measured."""
+    one = fma.get("1")
+    return [t for t, v in fma.items() if one and v and t != "1" and v < 0.75 * int(t) * one]
+
+
 _PEAK_CODE = """
 import sys, time, numpy as np
 n, reps = int(sys.argv[1]), int(sys.argv[2])

@@ -24,14 +24,14 @@ from importlib import metadata
 
 import numpy as np
 
-from . import measure
+from . import measure, targets
 from .modes import MODES, Mode
 from .workloads import WORKLOADS, flop_count, init_weights, make_data
 
 GUARD_STEPS = 3
 GUARD_RTOL = 1e-3
-FULL = {"min_time": 0.2, "windows": 7, "peak_n": 2048}
-QUICK = {"min_time": 0.01, "windows": 3, "peak_n": 512}
+FULL = {"min_time": 0.2, "windows": 7, "peak_n": 2048, "fma_min_time": 0.005, "fma_windows": 15}
+QUICK = {"min_time": 0.01, "windows": 3, "peak_n": 512, "fma_min_time": 0.002, "fma_windows": 5}
 CHILD_TIMEOUT = 1800  # seconds one request to a mode's process may take (a cold compile included)
 
 
@@ -263,13 +263,19 @@ def run(workloads, modes, *, quick=False, isolate=True, threads=2, log=lambda ms
     opts = QUICK if quick else FULL
     modes = [MODES[m] if isinstance(m, str) else m for m in modes]
     workloads = [WORKLOADS[w] for w in workloads]
+    fma_counts = sorted({1, 2, threads})
+    log(f"measuring the machine's FMA peak (native kernel, {' and '.join(map(str, fma_counts))} threads)")
+    fma = {str(t): measure.fma_peak(t, opts["fma_min_time"], opts["fma_windows"]) for t in fma_counts}
     counts = sorted({1, threads})
-    log(f"measuring the machine's peak (NumPy float32 matmul, {' and '.join(map(str, counts))} threads)")
+    log(f"measuring NumPy's matmul peak ({' and '.join(map(str, counts))} threads)")
     peak = {str(t): measure.sgemm_peak(t, n=opts["peak_n"]) for t in counts}
     machine_peak = max(filter(None, peak.values()), default=None)  # more threads can lose on a busy machine
     payload = {"machine": machine_info(), "config": dict(opts, quick=quick, isolate=isolate, threads=threads,
                                                          guard_steps=GUARD_STEPS, guard_rtol=GUARD_RTOL),
+               "fma_peak_gflops": fma, "fma_kernel": peak_kernel_info(),
+               "pct_peak_of": pct_peak_basis(fma, machine_peak, threads),
                "peak_gflops": dict(peak, machine=machine_peak), "workloads": {}, "results": []}
+    basis = payload["pct_peak_of"]["gflops"]
     with tempfile.TemporaryDirectory(prefix="gradc-bench-") as tmp:
         for wl in workloads:
             x, y = make_data(wl)
@@ -301,8 +307,24 @@ def run(workloads, modes, *, quick=False, isolate=True, threads=2, log=lambda ms
                 res = {"workload": wl.name, "mode": mode.name, **rows[mode.name]}
                 if res["status"] == "ok":
                     res["gflops"] = flops["total"] / res["median_s"] / 1e9
-                    if machine_peak:
-                        res["pct_peak"] = 100 * res["gflops"] / machine_peak
+                    if basis:
+                        res["pct_peak"] = 100 * res["gflops"] / basis
                 payload["results"].append(res)
     payload["machine"]["load_average_end"] = _load()
+    payload["targets"] = targets.evaluate(payload)
     return payload
+
+
+def pct_peak_basis(fma: dict, sgemm_best: float | None, threads: int) -> dict:
+    """What "% peak" is of: the FMA peak on the modes' thread count, else (more threads than the
+    pool of this process has) the best NumPy matmul, a lower bound of the peak."""
+    if fma.get(str(threads)):
+        return {"kind": "fma", "threads": threads, "gflops": fma[str(threads)]}
+    return {"kind": "sgemm", "threads": None, "gflops": sgemm_best}
+
+
+def peak_kernel_info() -> dict:
+    from gradc.codegen import peak
+
+    return {"accumulators": peak.accumulators(), "lanes": peak.lanes(), "iters": measure.FMA_ITERS,
+            "parts_per_thread": measure.FMA_PARTS_PER_THREAD}
