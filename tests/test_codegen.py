@@ -193,7 +193,8 @@ def test_reductions(d):
 def test_matmul(d):
     pairs = [((3, 4), (4, 5)), ((1, 1), (1, 1)), ((17, 33), (33, 3)), ((2, 3, 4), (4, 5)), ((1, 3, 4), (2, 4, 5)),
              ((2, 1, 3, 4), (3, 4, 2)), ((3, 0), (0, 2)), ((5, 65), (65, 40)), ((13, 300), (300, 37)),
-             ((1, 600), (600, 1))]  # tails of every tile dimension, several k blocks
+             ((1, 600), (600, 1)), ((1, 600), (600, 2))]  # tails of every tile dimension, several k blocks
+    # ((1, 1), (1, 1)) and ((1, 600), (600, 1)) are loops (a product, a dot product), not GEMMs
     inputs = [(f"m{i}{j}", d, s) for i, p in enumerate(pairs) for j, s in enumerate(p)]
     g = make(inputs, lambda *xs: [P.matmul(a, b) for a, b in zip(xs[::2], xs[1::2])])
     check(g, feed_for(g, np.random.default_rng(7)))

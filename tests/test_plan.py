@@ -15,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 from gradc.codegen import compile_graph, gemm
 from gradc.ir import interpret, parse
 from gradc.passes import PASSES, STATS, run_pipeline
+from gradc.passes.fuse import role
 from gradc.passes.plan import STATUS_BYTES
 
 from test_fuse import expect, mlp_small_graph
@@ -249,8 +250,9 @@ def independent_liveness(g):
         for name in head.stores + head.temps:
             if isinstance(head.offsets[name], int):
                 live[name] = [t, end if name in at_end and name in head.stores else t]
-        if any(n.op == "matmul" and n.out.dtype.is_floating_point for n in members[k]):
-            size = gemm.scratch_bytes(next(n for n in members[k] if n.op == "matmul").out.dtype.itemsize)
+        gemms = [n for n in members[k] if n.op == "matmul" and n.out.dtype.is_floating_point and role(n) == "matmul"]
+        if gemms:  # (a matmul too small for a GEMM is a loop: no scratch)
+            size = gemm.scratch_bytes(gemms[0].out.dtype.itemsize)
             spans.append((head.scratch, head.scratch + size, t, t, "#" + k))
     for t, k in enumerate(order):
         for n in members[k]:
@@ -324,3 +326,22 @@ graph g(
     with pytest.raises(Exception, match="writing %2 into %p in place is not safe"):
         parse(str(transposed).replace("-> %2 @64", "-> %2 @%p")).verify()
     assert PASSES["plan"](g).kernels["k1"].offsets == g.kernels["k1"].offsets  # planning again: the same plan
+
+
+@pytest.mark.parametrize("body, want", [
+    # the reduction's loop reads %w anywhere; its epilogue writes the new %w after the loop
+    ("%1: f32[5,4] = mul %x, %w\n  %2: f32[4] = sum %1 {axes=(0,)}\n  %3: f32[4] = sub %w, %2\n"
+     "  %w <- %3\n  return %2", True),
+    # the GEMM writes the new %p; its epilogue then reads the old one
+    ("%1: f32[4,4] = matmul %q, %q\n  %2: f32[4,4] = add %1, %p\n  %p <- %1\n  return %2", False),
+], ids=["read by an earlier loop", "read after the GEMM wrote it"])
+def test_in_place_across_the_loops_of_one_kernel(body, want):
+    text = ("graph g(\n    %w: f32[4] param,\n    %p: f32[4,4] param,\n    %q: f32[4,4] param,\n"
+            "    %x: f32[5,4] input\n) {\n  " + body + "\n}")
+    g = planned(text).graph
+    assert len(g.kernels) == 1, g
+    target = g.updates[0][0].name
+    assert any(at == target for k in g.kernels.values() for at in k.offsets.values()) == want, g
+    rng = np.random.default_rng(1)
+    feeds = {v.name: rng.standard_normal(v.shape).astype(np.float32) for v in g.inputs}
+    same_compiled(parse(text), g, feeds, steps=2)

@@ -100,6 +100,8 @@ def apply(fb: FunctionBuilder, node: Node, regs: list) -> str:
         return fb.op(f"select i1 {args[0]}, {t} {args[1]}, {t} {args[2]}")
     if len(args) == 1:
         return scalar.unary(fb, node.op, args[0], d)
+    if node.op == "matmul":  # one product term of a matmul computed in a loop (fuse: a tiny matmul)
+        return scalar.binary(fb, "mul", args[0], args[1], d, "contract")
     return scalar.binary(fb, node.op, args[0], args[1], d)
 
 
@@ -156,7 +158,7 @@ def concat(k: Kernel) -> None:
 
 # ---------------------------------------------------------------- reductions
 def _identity(op, d):
-    if op == "sum":
+    if op in ("sum", "matmul"):
         return const(0, d)
     if op == "prod":
         return const(1, d)
@@ -193,14 +195,15 @@ def fill_identity(fb: FunctionBuilder, node: Node, ptr: str) -> None:
 
 
 def fold(fb: FunctionBuilder, node: Node, x: str, acc_ptr: str) -> None:
-    """Fold one element `x` (a register of the operand's dtype) into reduction `node`'s accumulator."""
+    """Fold one element `x` (a register of the operand's dtype; a matmul's product term)
+    into reduction `node`'s accumulator."""
     d = node.out.dtype
     acc = scalar.load(fb, acc_ptr, d)
     v = scalar.convert(fb, x, node.operands[0].dtype, d)
     if node.op == "max":
         r = scalar.binary(fb, "maximum", acc, v, d)
     else:
-        r = scalar.binary(fb, "add" if node.op == "sum" else "mul", acc, v, d, REDUCE_FLAGS)
+        r = scalar.binary(fb, "mul" if node.op == "prod" else "add", acc, v, d, REDUCE_FLAGS)
     scalar.store(fb, r, acc_ptr, d)
 
 

@@ -331,8 +331,9 @@ def _param(buf: Buffer, size: int, name: str, readonly: bool) -> str:
 def _stage(fb: FunctionBuilder, st, ptrs: dict) -> None:
     if st.kind == "matmul":
         return _matmul(fb, st, ptrs)
-    if st.kind == "reduce":
-        kernels.fill_identity(fb, st.node, ptrs[st.node.out.name])
+    for kind, *step in st.steps:
+        if kind == "acc":
+            kernels.fill_identity(fb, step[2], ptrs[step[2].out.name])
     strided_loops(fb, st.dims, _accesses(st, ptrs), lambda p: _body(fb, st, p))
 
 
@@ -353,7 +354,7 @@ def _body(fb: FunctionBuilder, st, p: list) -> None:
             scalar.store(fb, regs[step[0]], p[step[1]], st.accesses[step[1]][0].dtype)
             regs.append(None)
         else:  # "acc"
-            kernels.fold(fb, st.node, regs[step[0]], p[step[1]])
+            kernels.fold(fb, step[2], regs[step[0]], p[step[1]])
             regs.append(None)
 
 

@@ -28,7 +28,8 @@ def _stages(spec) -> str:
             seen = "" if not st.views else " (" + ", ".join(f"%{v.name}" for v in st.views) + " read transposed)"
             parts.append(f"gemm {_shape(a.shape)} @ {_shape(b.shape)}{seen}")
         elif st.kind == "reduce":
-            parts.append(f"loop {_shape(n.operands[0].shape)} folding {n.op} -> {_shape(n.out.shape)}")
+            folds = ", ".join(f"{s[3].op} -> {_shape(s[3].out.shape)}" for s in st.steps if s[0] == "acc")
+            parts.append(f"loop {_shape(st.dims)} folding {folds}")
         else:
             dims = _shape(st.dims) if st.dims else "once"
             parts.append(f"{st.kind} {dims}" if st.kind != "loop" else f"loop {dims}")

@@ -10,13 +10,20 @@ hold is what `analyze` can lay out as loop nests, in this order:
   through strides (integer matmuls copy them first), and writing its
   result transposed when that is all the kernel uses of it (a weight's
   gradient, whose update then runs in the weight's layout);
-- for a reduction (sum, max, prod): one loop over its input that computes
-  the elementwise producers in registers and accumulates;
+- for reductions (sum, max, prod, and a float matmul whose matrices have
+  one element: a dot product): one loop over their common index space
+  that computes the elementwise producers in registers and accumulates
+  each (a loss and the gradients of a tiny layer in one pass over a batch);
+  none may need another's result;
 - without either: one loop over the shape of what it stores;
-- then an *epilogue* loop over the matmul's or reduction's result that
+- then an *epilogue* loop over the matmul's or a reduction's result that
   computes the elementwise consumers (bias add, ReLU and its mask, log of a
   softmax's sum, a bias's optimizer update) and the values they combine it
   with.
+
+A float matmul over a contraction of one element is a product of its
+operands (elementwise): no GEMM for an outer product such as a Linear(1, n)
+layer's forward.
 
 Elementwise ops (unary, binary, compare, where, convert) and views
 (broadcast, transpose, reshape) fuse; index ops, concat and argmax keep a
@@ -57,9 +64,29 @@ def role(n: Node) -> str | None:
     if n.op in REDUCTIONS:
         return "reduce"
     if n.op == "matmul":
-        return "matmul"
+        return _matmul_role(n)
     prim = REGISTRY.get(n.op)
     return "elementwise" if prim is not None and prim.kind in ELEMENTWISE else None
+
+
+def _matmul_role(n: Node) -> str:
+    """A float matmul that contracts one element is an elementwise product, one whose
+    matrices have one element a reduction (a dot product): too small for a GEMM."""
+    a, b = n.operands
+    if not n.out.dtype.is_floating_point:
+        return "matmul"
+    if a.shape[-1] == 1:
+        return "elementwise"
+    return "reduce" if a.shape[-2] == 1 and b.shape[-1] == 1 else "matmul"
+
+
+def space(r: Node) -> tuple:
+    """The index space a reduction's loop runs over: its operand's shape; for a matmul
+    its batch dims, then rows, contraction and columns."""
+    if r.op == "matmul":
+        a, b = r.operands
+        return r.out.shape[:-2] + (a.shape[-2], a.shape[-1], b.shape[-1])
+    return r.operands[0].shape
 
 
 def dom(shape) -> tuple:
@@ -82,8 +109,9 @@ class Stage(NamedTuple):
     A loop's body is `steps`, run at every index of `dims`; step i defines
     register i: `("load", access)`, `("op", node, regs)` (regs: the registers
     of the node's value operands; its literals are constants);
-    `("store", i, access)` writes register i, and a reduction's last step
-    `("acc", i, access)` folds it into the result.
+    `("store", i, access)` writes register i, and `("acc", i, access, node)`
+    folds it into the result of reduction `node` (a reduce stage has one per
+    reduction it runs).
     `accesses` are `(value, strides, written)`: element strides per loop dim
     into the value's buffer.
     """
@@ -92,7 +120,7 @@ class Stage(NamedTuple):
     dims: tuple
     steps: tuple
     accesses: tuple
-    node: Node | None = None  # the reduction, matmul or singly lowered node
+    node: Node | None = None  # the matmul or singly lowered node
     views: tuple = ()  # matmul: its operands that are transposes, read through strides
     result: Value | None = None  # matmul: the value the GEMM writes (its output, or a transpose of it)
 
@@ -187,6 +215,8 @@ class _Loop:
                 raise Unfusable(f"the reshape %{v.name} regroups the dims of %{x.name}, computed in the same kernel")
             big = iter(row for s, row in zip(v.shape, view) if s != 1)
             return self.value(x, tuple(self._zero if s == 1 else next(big) for s in x.shape))
+        if n.op == "matmul":  # contracting one element: a product
+            return self._product(n, view[:-1] + (self._zero, view[-1]))
         regs = []
         for o in n.inputs:  # broadcasting: o's dims align with v's last ones; its size-1 dims stay put
             lead = len(v.shape) - len(o.shape)
@@ -195,33 +225,47 @@ class _Loop:
             return regs[0]
         return self._reg(("op", n, tuple(regs)))
 
+    def _product(self, n: Node, view) -> int:
+        """Matmul `n`'s product term at `view`, a view of its index space (see `space`)."""
+        batch, (i, k, j) = view[:-3], view[-3:]
+        regs = []
+        for o, rows in zip(n.operands, ((i, k), (k, j))):  # batch dims broadcast; size-1 ones stay put
+            lead = len(batch) - (o.ndim - 2)
+            front = tuple(self._zero if s == 1 else batch[lead + d] for d, s in enumerate(o.shape[:-2]))
+            regs.append(self.value(o, front + tuple(self._zero if s == 1 else r for s, r in zip(o.shape[-2:], rows))))
+        return self._reg(("op", n, tuple(regs)))
+
     def store(self, v: Value) -> None:
         view = self.identity(v.shape)
         reg = self.value(v, view)
         self._reg(("store", reg, self.access(v, self.flat(v.shape, view), True)))
 
     def accumulate(self, r: Node) -> None:
-        """The reduction `r` of its operand at this loop's index into r's buffer."""
-        x, axes = r.operands[0], r.attrs["axes"]
-        view = self.identity(x.shape)
-        reg = self.value(x, view)
-        kept = tuple(row for d, row in enumerate(view) if d not in axes)
-        self._reg(("acc", reg, self.access(r.out, self.flat(r.out.shape, kept), True)))
+        """Reduction `r`'s term at this loop's index, folded into r's buffer."""
+        view = self.identity(space(r))
+        if r.op == "matmul":
+            reg, kept = self._product(r, view), view[:-3] + (view[-3], view[-1])
+        else:
+            reg = self.value(r.operands[0], view)
+            kept = tuple(row for d, row in enumerate(view) if d not in r.attrs["axes"])
+        self._reg(("acc", reg, self.access(r.out, self.flat(r.out.shape, kept), True), r))
 
-    def stage(self, node=None) -> Stage:
-        return Stage(self.kind, self.dims, tuple(self.steps), tuple(self.accesses), node)
+    def stage(self) -> Stage:
+        return Stage(self.kind, self.dims, tuple(self.steps), tuple(self.accesses))
 
 
-def _after(members, core) -> set:
-    """Names of the members that depend on `core` (through members)."""
-    if core is None:
-        return set()
-    hit = {core.out.name}
-    for m in members:
-        if any(o.name in hit for o in m.inputs):
-            hit.add(m.out.name)
-    hit.discard(core.out.name)
-    return hit
+def _after(members, cores) -> dict:
+    """Names of the members that depend on a core (through members) -> the first such core."""
+    out: dict = {}
+    for core in cores:
+        hit = {core.out.name}
+        for m in members:
+            if any(o.name in hit for o in m.inputs):
+                hit.add(m.out.name)
+        hit.discard(core.out.name)
+        for name in hit:
+            out.setdefault(name, core)
+    return out
 
 
 def _numel(v) -> int:
@@ -232,101 +276,133 @@ def _desc(v: Value) -> str:
     return f"%{v.name} {v.type_str}"
 
 
+def _core_desc(n: Node) -> str:
+    return f"{n.op} %{n.out.name} {n.out.type_str}"
+
+
 def analyze(members: list, materialize: set) -> KernelSpec:
     """Lay out `members` (in graph order) as one kernel whose values named in
     `materialize` are stored; raise `Unfusable` saying why it cannot be done."""
-    if len(members) == 1:
-        n = members[0]
+    if len(members) == 1 and (members[0].op != "matmul" or role(members[0]) == "matmul"):
+        n = members[0]  # lowered by its op's rule (a tiny matmul takes a loop instead)
         return KernelSpec(members, [n.out], [], [Stage("node", (), (), (), n)])
     for m in members:
         if role(m) is None:
             raise Unfusable(f"{m.op} is lowered on its own (%{m.out.name})")
     cores = [m for m in members if role(m) in ("reduce", "matmul")]
-    if len(cores) > 1:
+    gemm = next((m for m in cores if role(m) == "matmul"), None)
+    if gemm is not None and len(cores) > 1:
         a, b = cores[:2]
-        raise Unfusable(f"one reduction or matmul per kernel: %{a.out.name} is a {a.op}, %{b.out.name} a {b.op}")
-    core = cores[0] if cores else None
-    after = _after(members, core)
+        raise Unfusable(f"a GEMM's kernel holds no other matmul or reduction: %{a.out.name} is a {a.op}, "
+                        f"%{b.out.name} a {b.op}")
+    after = _after(members, cores)
     by_name = {m.out.name: m for m in members}
-    flip = _flipped(members, core, materialize)
-    stored = [m.out for m in members if m.out.name in materialize and m is not core]
+    flip = _flipped(members, gemm, materialize)
+    stored = [m.out for m in members if m.out.name in materialize and m not in cores]
     for v in stored:
         if v.producer.op in ("transpose", "broadcast") and v is not flip:
             raise Unfusable(f"{_desc(v)} is needed after the kernel: a {v.producer.op} fuses into its consumers, "
                             "it is not stored")
     temps, stages, available = [], [], set()
 
-    def loop(kind, shape, values, node=None):
-        if not values and node is None:
+    def loop(kind, shape, values, reductions=()):
+        if not values and not reductions:
             return
         lp = _Loop(kind, dom(shape), by_name, available)
         for v in values:
             lp.store(v)
-        if node is not None:
-            lp.accumulate(node)
-        stages.append(lp.stage(node))
+        for r in reductions:
+            lp.accumulate(r)
+        stages.append(lp.stage())
         available.update(v.name for v in values)
 
-    if core is None:  # loop over what is stored (values it does not store are computed at any view)
+    if not cores:  # loop over what is stored (values it does not store are computed at any view)
         main = max([v for v in stored if _numel(v) > 1] or [m.out for m in members], key=_numel).shape
         pre = [v for v in stored if dom(v.shape) != dom(main) and _numel(v) == 1]
-        _require(stored, pre, main, None)
+        _require(stored, pre, main)
         loop("pre", (), pre)
         loop("loop", main, [v for v in stored if v not in pre])
-    elif core.op == "matmul":
-        front = _matmul_prologue(members, core)
-        views = front if core.out.dtype.is_floating_point else ()
+    elif gemm is not None:
+        front = _matmul_prologue(members, gemm)
+        views = front if gemm.out.dtype.is_floating_point else ()
         copies = [v for v in front if v not in views]
         temps += [v for v in copies if v.name not in materialize]
         for v in copies:
             loop("copy", v.shape, [v])
-        result = flip or core.out
+        result = flip or gemm.out
         if result.name not in materialize:
             temps.append(result)
         pre = [v for v in stored if v.name not in after and _numel(v) == 1 and dom(result.shape)]
         loop("pre", (), pre)
-        stages.append(Stage("matmul", (), (), (), core, views, result))
+        stages.append(Stage("matmul", (), (), (), gemm, views, result))
         available.add(result.name)
         epi = [v for v in stored if v not in front and v is not result and v not in pre]
-        _require(epi, [], result.shape, core, after)
+        _require(epi, [], result.shape, after)
         loop("epilogue", result.shape, epi)
     else:
-        x = core.operands[0]
-        if core.out.name not in materialize:
-            temps.append(core.out)
-        main = [v for v in stored if v.name not in after and dom(v.shape) == dom(x.shape)]
+        over = _common_space(cores, after)
+        temps += [r.out for r in cores if r.out.name not in materialize]
+        main = [v for v in stored if v.name not in after and dom(v.shape) == dom(over)]
         pre = [v for v in stored if v.name not in after and v not in main and _numel(v) == 1]
         epi = [v for v in stored if v not in main and v not in pre]
-        _require(stored, main + pre, core.out.shape, core, after, x.shape)
+        result = _epilogue_shape(cores, epi, after)
+        _require(stored, main + pre, result, after, over)
         loop("pre", (), pre)
-        loop("reduce", x.shape, main, core)
-        available.add(core.out.name)
-        loop("epilogue", core.out.shape, epi)
+        loop("reduce", over, main, cores)
+        available.update(r.out.name for r in cores)
+        loop("epilogue", result, epi)
     return KernelSpec(members, [m.out for m in members if m.out.name in materialize], temps, stages)
 
 
-def _require(stored, placed, shape, core, after=(), main=None):
-    """Every stored value not `placed` elsewhere must cover the loop over `shape` one to one."""
+def _common_space(cores, after) -> tuple:
+    """The index space of the one loop that runs every reduction; none may need another's result."""
+    over = space(cores[0])
+    for r in cores:
+        if r.out.name in after:
+            raise Unfusable(f"{_desc(r.out)} needs the {_core_desc(after[r.out.name])} whole: it would take a "
+                            f"second loop over {list(space(r))}")
+        if dom(space(r)) != dom(over):
+            raise Unfusable(f"reductions in one kernel share one loop: the {_core_desc(cores[0])} runs over "
+                            f"{list(over)}, the {_core_desc(r)} over {list(space(r))}")
+    return over
+
+
+def _epilogue_shape(cores, epi, after) -> tuple:
+    """The result shape the epilogue loop runs over: a reduction's whose dims the epilogue's values have."""
+    if not epi:
+        return cores[0].out.shape
+    want = dom(epi[0].shape)
+    r = next((r for r in cores if dom(r.out.shape) == want), after.get(epi[0].name, cores[0]))
+    return r.out.shape
+
+
+def _require(stored, placed, shape, after=None, main=None):
+    """Every stored value not `placed` elsewhere must cover the loop over `shape` one to one
+    (`after`: the values computed from a reduction or matmul, by name, and that core)."""
+    after = after or {}
     for v in stored:
         if v in placed or dom(v.shape) == dom(shape):
             continue
-        if core is not None and v.name in after and sorted(dom(v.shape)) == sorted(dom(shape)):
-            raise Unfusable(f"{_desc(v)} reads the {core.op} %{core.out.name} {core.out.type_str} transposed: "
+        core = after.get(v.name)
+        if core is not None and sorted(dom(v.shape)) == sorted(dom(shape)):
+            raise Unfusable(f"{_desc(v)} reads the {_core_desc(core)} transposed: "
                             f"its loop would run over {list(v.shape)}, the epilogue's runs over {list(shape)}")
-        if core is not None and v.name in after:
-            raise Unfusable(f"{_desc(v)} needs the {core.op} %{core.out.name} {core.out.type_str} whole: it would "
+        if core is not None and dom(v.shape) == dom(core.out.shape):
+            raise Unfusable(f"{_desc(v)} would take a second epilogue loop: the kernel's runs over {list(shape)}")
+        if core is not None:
+            raise Unfusable(f"{_desc(v)} needs the {_core_desc(core)} whole: it would "
                             f"take a second loop over {list(v.shape)}")
         over = list(main if main is not None else shape)
         raise Unfusable(f"shape mismatch: {_desc(v)} is needed after the kernel, whose loop runs over {over}")
 
 
-def _flipped(members, core, materialize) -> Value | None:
+def _flipped(members, gemm, materialize) -> Value | None:
     """The transpose (of the last two dims) of a float matmul's result that the GEMM
     can write instead of the result itself: the result's only use."""
-    if core is None or core.op != "matmul" or core.out.name in materialize or not core.out.dtype.is_floating_point:
+    if gemm is None or gemm.out.name in materialize or not gemm.out.dtype.is_floating_point:
         return None
-    users = [m for m in members if core.out in m.operands]
-    swap = tuple(range(core.out.ndim - 2)) + (core.out.ndim - 1, core.out.ndim - 2)
+    users = [m for m in members if gemm.out in m.operands]
+    swap = tuple(range(gemm.out.ndim - 2)) + (gemm.out.ndim - 1, gemm.out.ndim - 2)
     if len(users) == 1 and users[0].op == "transpose" and users[0].attrs["perm"] == swap:
         return users[0].out
     return None

@@ -14,7 +14,8 @@ a later kernel reads still occupies.
 An update is done in place (its value written straight into the param's or
 state's buffer, no copy at the end) when that is safe: no later kernel reads
 the old value, the kernel that writes it reads the old value only at the
-element it is writing, the value is not also an output or the source of a
+element it is writing (or in a loop that ends before the one writing it: a
+reduction's), the value is not also an output or the source of a
 second update, the param is not a result itself, and no kernel that checks
 indices computed in the graph runs at or after it (a failed step must leave
 params untouched; the step checks the status word before the first in-place
@@ -117,7 +118,7 @@ def _in_place_ok(g: Graph, kernels, t: int, target, v) -> bool:
     for later in range(t + 1, len(kernels)):
         if any(r.name == target.name for r, _ in kernels[later][1].reads()):
             return False
-    spec = kernels[t][1]
+    spec, written = kernels[t][1], False
     for st in spec.stages:
         if st.kind == "node":
             n = st.node
@@ -128,9 +129,12 @@ def _in_place_ok(g: Graph, kernels, t: int, target, v) -> bool:
         if st.kind == "matmul":
             if any(o.name == target.name for o in fuse.operands(st)):
                 return False
+            written |= st.result.name == v.name
             continue
-        if not _reads_before_write(st, target, v):
+        writes = any(step[0] in ("store", "acc") and st.accesses[step[2]][0].name == v.name for step in st.steps)
+        if (written or writes) and not _reads_before_write(st, target, v):  # earlier loops read the old value
             return False
+        written |= writes
     return True
 
 
