@@ -5,13 +5,15 @@ it for the host CPU and links it into its own JIT; the `CompiledGraph` it
 returns runs with the reference interpreter's contract (`run`) or, bound once
 to parameter arrays, in place with one pointer per call (`bind` + `call`).
 
-Two disk caches make a graph seen before cheap: by the graph's IR text (a
+Disk caches make a graph seen before cheap: by the graph's IR text (a
 `.graph` file: the lowering's result and the key of its object code, so a
-hit skips verification and lowering too) and by the LLVM IR text and the
-host (an `.obj` file, see `jit.cache_key`: a hit skips LLVM's optimizer and
-code generator). `GRADC_CACHE_DIR` sets the directory (default
-~/.cache/gradc, never pruned: delete it to reclaim the space), `GRADC_CACHE=0`
-turns both off. With GRADC_CHECK_IR set (the test suite, which patches the
+hit skips verification and lowering too), by the LLVM IR text and the host
+(an `.obj` file, see `jit.cache_key`: a hit skips LLVM's optimizer and code
+generator), and, for a large module, by the text of each kernel's own module
+(`.kobj` files, see `jit.compile_module`: another graph with some of the
+same kernels compiles only the others). `GRADC_CACHE_DIR` sets the
+directory (default ~/.cache/gradc, never pruned: delete it to reclaim the
+space), `GRADC_CACHE=0` turns them off. With GRADC_CHECK_IR set (the test suite, which patches the
 lowering's settings) graphs are always lowered.
 """
 from __future__ import annotations
@@ -60,7 +62,7 @@ def graph_key(graph: Graph) -> str:
     return hashlib.sha256(head + b"\0" + format_graph(graph).encode()).hexdigest()
 
 
-_NOT_LOWERING = {"GRADC_CACHE", "GRADC_CACHE_DIR", "GRADC_DUMP", "GRADC_LOG"}
+_NOT_LOWERING = {"GRADC_CACHE", "GRADC_CACHE_DIR", "GRADC_COMPILE_THREADS", "GRADC_DUMP", "GRADC_LOG"}
 
 
 def _from_graph_cache(graph, gkey) -> CompiledGraph | None:
@@ -81,7 +83,7 @@ def _from_graph_cache(graph, gkey) -> CompiledGraph | None:
 
 
 def _compile(graph, lowered, key) -> CompiledGraph:
-    optimized, obj = jit.optimize(lowered.text)
+    optimized, obj = jit.compile_module(lowered.text)
     compiled = CompiledGraph(graph, lowered, optimized, obj)
     jit.cache_store(key, optimized, obj)
     return compiled
