@@ -59,17 +59,22 @@ def format_operand(o) -> str:
     return f"%{o.name}" if hasattr(o, "name") else format_literal(o)
 
 
-def format_node(n: Node, width: int = 0) -> str:
+def _node_parts(n: Node) -> tuple[str, str]:
+    """A node's code and its source comment ("" without a location)."""
     if n.op == GRAD:
         body = f"grad {format_operand(n.operands[0])} wrt {format_operand(n.operands[1])}"
     else:
         body = n.op + (" " + ", ".join(format_operand(o) for o in n.operands) if n.operands else "")
     if n.attrs:
         body += " {" + ", ".join(f"{k}={format_attr(v)}" for k, v in n.attrs.items()) + "}"
-    line = f"%{n.out.name}: {n.out.type_str} = {body}"
-    if n.loc:
-        line = line.ljust(width) + f"  # {n.loc}" + (f"  {n.source}" if n.source else "")
-    return line
+    comment = f"  # {n.loc}" + (f"  {n.source}" if n.source else "") if n.loc else ""
+    return f"%{n.out.name}: {n.out.type_str} = {body}", comment
+
+
+def format_node(n: Node, width: int = 0) -> str:
+    """One node's line, its source comment (if any) starting at column `width`."""
+    code, comment = _node_parts(n)
+    return code.ljust(width) + comment if comment else code
 
 
 def _placed(k, name: str) -> str:
@@ -95,16 +100,19 @@ def format_graph(g) -> str:
     for i, v in enumerate(g.inputs):
         lines.append(f"    %{v.name}: {v.type_str} {v.kind}" + ("," if i < len(g.inputs) - 1 else ""))
     lines.append(") {")
-    bodies = [format_node(n) for n in g.nodes]
-    width = min(max((len(b.split("  # ")[0]) + 2 * (n.kernel is not None) for b, n in zip(bodies, g.nodes)),
-                    default=0), 72)
-    current = None
+    parts = [_node_parts(n) for n in g.nodes]  # formatted once: large graphs are printed for cache keys
+    width = min(max((len(code) + 2 * (n.kernel is not None) for (code, _), n in zip(parts, g.nodes)), default=0), 72)
+    members: dict = {}
     for n in g.nodes:
+        if n.kernel is not None:
+            members.setdefault(n.kernel, []).append(n)
+    current = None
+    for n, (code, comment) in zip(g.nodes, parts):
         if n.kernel != current and n.kernel is not None:
-            lines.append("  " + format_kernel(g.kernels[n.kernel], [m for m in g.nodes if m.kernel == n.kernel]))
+            lines.append("  " + format_kernel(g.kernels[n.kernel], members[n.kernel]))
         current = n.kernel
         indent = "    " if n.kernel is not None else "  "
-        lines.append(indent + format_node(n, width - len(indent) + 2))
+        lines.append(indent + (code.ljust(width - len(indent) + 2) + comment if comment else code))
     for target, v in g.updates:
         lines.append(f"  %{target.name} <- %{v.name}")
     lines.append("  return" + ("" if not g.outputs else " " + ", ".join(f"%{v.name}" for v in g.outputs)))
