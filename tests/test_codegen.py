@@ -678,3 +678,52 @@ def test_a_training_step_from_the_caches_of_another_process(tmp_path):
     cache = tmp_path / "cache"
     # both versions' pipelines; native code only for the steady state (the first step is interpreted)
     assert len(list(cache.glob("*.passes"))) == 2 and len(list(cache.glob("*.graph"))) == 1
+
+
+# ================================================================ short innermost dims
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 10, 15, 16, 17])
+def test_short_rows_split_into_a_vector_loop_and_a_written_out_rest(dtype, n):
+    """Rows shorter than loops.SHORT: a loop over the first multiple of CHUNK elements plus the
+    rest written out, for elementwise ops with a broadcast column, reductions over the row and over
+    the rows (a bias gradient), exp in a fused loop, and a transposed (strided) operand."""
+    rng = np.random.default_rng(n)
+    g = make([("x", dtype, (5, 1, n)), ("c", dtype, (5, 1, 1)), ("t", dtype, (n, 5))],
+             lambda x, c, t: (x - c, (x * 2.0).exp().sum(2), (x + t.T.reshape(5, 1, n)).amax(2), (x * c).sum(0),
+                              x.sum()))
+    check(g, feed_for(g, rng, special=True))
+    check(g, feed_for(g, rng))
+
+
+def test_short_rows_vectorize_without_masked_tails():
+    """A [128, 10] kernel (logits minus their row max) has no masked vector loads or stores,
+    which LLVM gives a loop of 10 (they are slow on AVX2)."""
+    g = make([("x", F32, (128, 10)), ("m", F32, (128, 1))], lambda x, m: x - m)
+    cg = compile_graph(g)
+    assert "llvm.masked" not in cg.llvm_ir(optimized=True)
+    check(g, feed_for(g, np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9, 130])
+def test_column_sums_fold_rows_four_at_a_time_with_the_same_result(dtype, rows, monkeypatch):
+    """Reductions over the rows (a bias gradient: alone, and fused with its producer and consumer;
+    sum, max and prod) fold JAM rows per pass over the accumulator row, rows left over one by one:
+    each accumulator takes its terms in the same order, so the result is bit for bit the one
+    without jamming, and matches the interpreter."""
+    from gradc.codegen import loops
+    from gradc.passes import run_pipeline
+
+    rng = np.random.default_rng(rows)
+    g = make([("x", dtype, (rows, 13)), ("y", dtype, (rows, 1, 40))],
+             lambda x, y: (x.sum(0), x.amax(0), (x * 0.5).prod(0), ((y * 2.0).exp().sum(0) + 1.0).log(),
+                           y.sum((0, 1))))
+    feed = feed_for(g, rng)
+    for graph in (g, run_pipeline(g, "fuse").graph):
+        jammed = compile_graph(graph).run(feed)
+        monkeypatch.setattr(loops, "JAM", 10 ** 6)
+        plain = compile_graph(graph).run(feed)
+        monkeypatch.undo()
+        for k in plain:
+            np.testing.assert_array_equal(jammed[k], plain[k])
+    check(g, feed)

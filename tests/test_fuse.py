@@ -299,9 +299,10 @@ def test_optimizer_updates_are_one_loop_per_parameter():
 def test_fused_training_steps_golden(name):
     # reviewed by hand: linreg (Linear(1,1)) is one loop over the batch, its [1,1] matmuls a
     # product and a dot product: the forward, the loss's sum and both gradients folded in one
-    # pass, the updates its epilogue; in mlp_adam each param's update is one kernel with its
-    # gradient's matmul or bias reduction, and the softmax's row sums of the forward and of
-    # the backward (over the same [2,3]) share one loop
+    # pass, the updates its epilogue; in mlp_adam each weight's update is one kernel with its
+    # gradient's matmul, the hidden layer's bias gradient is summed in the epilogue of the
+    # GEMM that computes the gradient it sums (its update a loop of its own), and the
+    # softmax's row sums of the forward and of the backward (over the same [2,3]) share one loop
     g = parse((Path(__file__).parent / "golden" / "passes" / f"{name}.optimized.ir").read_text())
     assert str(PASSES["fuse"](g)) == (GOLDEN / f"{name}.fused.ir").read_text()
 
@@ -653,3 +654,92 @@ def test_fuse_shares_loops_on_random_reduction_graphs(data, dtype, n_ops, seed):
     same_results(g, fg, feeds)
     with np.errstate(all="ignore"):
         compare_compiled(fg, feeds, g)
+
+
+# ================================================================ column sums in a GEMM's kernel
+def bias_layer(m, k, n, dtype="f32"):
+    """The backward of a hidden Linear layer: the input gradient's GEMM and ReLU mask, the bias
+    gradient (a column sum of it) and an SGD update of the bias."""
+    return f"""
+graph bias(
+    %g: {dtype}[{m},{k}] input,
+    %w: {dtype}[{k},{n}] param,
+    %mask: bool[{m},{n}] input,
+    %b: {dtype}[{n}] param
+) {{
+  %1: {dtype}[{m},{n}] = matmul %g, %w
+  %2: {dtype}[{m},{n}] = where %mask, 0.0, %1
+  %3: {dtype}[{n}] = sum %2 {{axes=(0,)}}
+  %4: {dtype}[{n}] = mul %3, 0.5
+  %5: {dtype}[{n}] = sub %b, %4
+  %b <- %5
+  return %2
+}}"""
+
+
+def test_bias_gradient_is_summed_in_the_epilogue_of_its_gemm():
+    g = fused(bias_layer(8, 5, 3))
+    expect(g, """
+graph bias(
+    %g: f32[8,5] input,
+    %w: f32[5,3] param,
+    %mask: bool[8,3] input,
+    %b: f32[3] param
+) {
+  kernel k1 [matmul+where+sum] -> %2, %3; temps %1
+    %1: f32[8,3] = matmul %g, %w
+    %2: f32[8,3] = where %mask, 0.0, %1
+    %3: f32[3] = sum %2 {axes=(0,)}
+  kernel k2 [mul+sub] -> %5
+    %4: f32[3] = mul %3, 0.5
+    %5: f32[3] = sub %b, %4
+  %b <- %5
+  return %2
+}""")
+    assert g.fusion_notes == {("3", "4"): "%4 f32[3] needs the sum %3 f32[3] whole: it would take a loop after the "
+                                          "GEMM %1"}
+    (_, k1), _ = kernels(g)
+    assert [st.kind for st in k1.stages] == ["matmul", "epilogue"]
+    assert [step[0] for step in k1.stages[1].steps][-1] == "acc"
+
+
+ROW_SUMS = (bias_layer(8, 5, 3).replace("%3: f32[3] = sum %2 {axes=(0,)}", "%3: f32[8] = sum %2 {axes=(1,)}")
+            .replace("%4: f32[3] = mul %3, 0.5", "%4: f32[8] = mul %3, 0.5")
+            .replace("%5: f32[3] = sub %b, %4", "%5: f32[3] = sub %b, %b"))
+
+
+@pytest.mark.parametrize("text", [ROW_SUMS, bias_layer(1, 5, 3)], ids=["row sums", "one row"])
+def test_other_reductions_keep_out_of_a_gemm_kernel(text):
+    """Row sums would need every column panel (threads would share them); over one row the
+    product has no rows to sum in its epilogue."""
+    g = fused(text)
+    assert g.nodes[2].kernel != g.nodes[0].kernel
+    assert "only reductions over the rows of its result" in g.fusion_notes[("2", "3")]
+    rng = np.random.default_rng(0)
+    compiled_matches(g, {v.name: sample(rng, v.dtype, v.shape) for v in g.inputs}, parse(text))
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+@pytest.mark.parametrize("tall", [False, True], ids=["panels", "own loop"])
+def test_column_sums_in_gemm_epilogues_compiled(dtype, nthreads, tall, monkeypatch):
+    """On each column panel by the thread that computed it (odd sizes: row tiles, rows left after
+    folding them 4 at a time, a rest panel of a few columns, k blocks); too tall for panels, in a
+    loop after the GEMM even on several threads (their rows would share the accumulators)."""
+    from gradc.codegen import gemm
+
+    monkeypatch.setattr(gemm, "threads", lambda: nthreads)
+    monkeypatch.setattr(gemm, "PARALLEL_FLOPS", 0)
+    if tall:
+        monkeypatch.setattr(gemm, "EPILOGUE_PANEL_BYTES", 0)
+        monkeypatch.setattr(gemm, "PARALLEL_ELEMENTS", 0)
+    for m, k, n in [(37, 300, 45), (34, 3, 19), (64, 17, 8)]:
+        text = bias_layer(m, k, n, dtype)
+        g = fused(text)
+        (_, spec), _ = kernels(g)
+        assert [m.op for m in spec.members] == ["matmul", "where", "sum"]
+        assert gemm.fuses_epilogue(*spec.stages) == (None if tall else "panels")
+        rng = np.random.default_rng(m)  # small integers: every sum is exact, in any order
+        feeds = {v.name: rng.integers(-3, 4, v.shape).astype(v.dtype.np) for v in g.inputs}
+        feeds["mask"] = rng.random((m, n)) < 0.5
+        compiled_matches(g, feeds, parse(text))

@@ -131,10 +131,15 @@ class FunctionBuilder:
         return self.op(f"getelementptr inbounds {ty}, ptr {base}, i64 {off}", "p")
 
     def mad(self, acc, i, stride: int):
-        """acc + i * stride as an i64 expression, folding constants."""
-        if stride == 0 or i == "0":
+        """acc + i * stride as an i64 expression, folding constants (`i` may be an int: an unrolled index)."""
+        if stride == 0 or i in (0, "0"):
             return acc
-        term = i if stride == 1 else self.op(f"mul nsw i64 {i}, {stride}")
+        if isinstance(i, int):
+            if isinstance(acc, int):
+                return acc + i * stride
+            term = i * stride
+        else:
+            term = i if stride == 1 else self.op(f"mul nsw i64 {i}, {stride}")
         if acc in (0, "0"):
             return term
         return self.op(f"add nsw i64 {acc}, {term}")

@@ -86,6 +86,7 @@ class Epilogue(NamedTuple):
     accesses: list
     body: Callable
     mode: str = "panels"  # or "rows": after the whole product, rows shared by the threads
+    sums: tuple = ()  # indices of the accesses that are a column sum's accumulators (loops.strided_loops)
 
 
 EPILOGUE_PANEL_BYTES = 64 * 1024  # what one panel's epilogue may touch to run on it (from cache)
@@ -102,15 +103,15 @@ def fuses_epilogue(mm, epi) -> str | None:
     epilogue keeps its own loop (None)."""
     n = mm.node
     shape = mm.result.shape if mm.result is not None else ()
+    sums = [epi.accesses[step[2]][1] for step in epi.steps if step[0] == "acc"]  # a panel owns its columns' sums
     if not (n.out.dtype.is_floating_point and epi.kind == "epilogue" and len(shape) == 2 and min(shape) > 1
-            and n.operands[0].shape[-1] > 0 and tuple(epi.dims) == tuple(shape)
-            and all(step[0] != "acc" for step in epi.steps)):
+            and n.operands[0].shape[-1] > 0 and tuple(epi.dims) == tuple(shape) and all(s[0] == 0 for s in sums)):
         return None
     _, nr, w, _ = tile_shape(n.out.dtype.itemsize)
     short = shape[0] * nr * w * sum(v.dtype.itemsize for v, _, _ in epi.accesses) <= EPILOGUE_PANEL_BYTES
     if short and shape[0] >= EPILOGUE_MIN_ROWS:
         return "panels"
-    return "rows" if threads() > 1 and math.prod(shape) >= PARALLEL_ELEMENTS else None
+    return "rows" if threads() > 1 and math.prod(shape) >= PARALLEL_ELEMENTS and not sums else None
 
 
 class Operand(NamedTuple):
@@ -371,11 +372,9 @@ def _emit(fb: FunctionBuilder, d, po: str, pa: str, pb: str, m: int, k: int, n: 
 
     def finish(j0, cols: int) -> None:
         """The epilogue on out[:, j0:j0 + cols], once its last k block is in."""
-        with fb.loop(m, "er") as i:
-            with fb.loop(cols, "ec") as j:
-                jj = fb.mad(j0, j, 1)
-                epilogue.body(fb, [fb.gep(acc.ty, acc.ptr, fb.mad(fb.mad(acc.offset, i, acc.strides[0]), jj,
-                                                                  acc.strides[1])) for acc in epilogue.accesses])
+        at = [acc._replace(ptr=fb.gep(acc.ty, acc.ptr, fb.mad(acc.offset, j0, acc.strides[1])), offset=0)
+              for acc in epilogue.accesses]
+        strided_loops(fb, (m, cols), at, lambda p: epilogue.body(fb, p), epilogue.sums)
 
     block = nr * w
     full, rest = n // block, n % block

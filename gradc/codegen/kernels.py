@@ -183,7 +183,7 @@ def reduce(k: Kernel) -> None:
     def body(p):
         fold(fb, node, scalar.load(fb, p[1], x.dtype), p[0])
 
-    strided_loops(fb, x.shape, [k.access(out, o_strides), k.access(x)], body)
+    strided_loops(fb, x.shape, [k.access(out, o_strides), k.access(x)], body, accumulators=[0])
 
 
 def fill_identity(fb: FunctionBuilder, node: Node, ptr: str) -> None:

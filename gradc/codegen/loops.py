@@ -49,20 +49,61 @@ def collapse(shape, strides: list) -> tuple:
     return [n for n, _ in merged], [[ss[k] for _, ss in merged] for k in range(len(strides))]
 
 
-def strided_loops(fb: FunctionBuilder, shape, accesses, body) -> None:
-    """Call `body(element pointers)` once per index of `shape`, innermost dim last."""
+SHORT = 16  # LLVM vectorizes a loop this short only with masked tails (slow masked stores on AVX2)
+CHUNK = 8  # ... so a short innermost dim is a loop over a multiple of this, then the rest written out
+JAM = 4  # rows of terms folded into a row of accumulators per pass over it
+
+
+def strided_loops(fb: FunctionBuilder, shape, accesses, body, accumulators=()) -> None:
+    """Call `body(element pointers)` once per index of `shape`, innermost dim last.
+
+    A short innermost dim (a row of 10 logits) is split into a loop over
+    its first multiple of CHUNK elements, which vectorizes without masks,
+    and the few elements left, written out: straight-line code, cheaper
+    than the masked vector tail LLVM gives such a loop, and cheap to
+    compile, unlike unrolling the whole row.
+
+    `accumulators` are the indices of the accesses a reduction folds into.
+    Where each is a row that stays put along the dim outside the innermost
+    (a column sum: a bias's gradient), JAM rows of terms are folded per
+    pass over it, which then costs one load and store per JAM terms, not
+    per term, and a chain of dependent adds a quarter as long (each
+    accumulator still takes its terms in order: the result is the same)."""
     if math.prod(shape) == 0:
         return
     dims, strides = collapse(shape, [a.strides for a in accesses])
+    jam = len(dims) - 2 if _jams(dims, strides, accumulators) else None
 
-    def level(d, offs):
+    def at(rows, i, d, step=1):
+        return [[fb.mad(o, i, s[d] * step) for o, s in zip(offs, strides)] for offs in rows]
+
+    def level(d, rows):
         if d == len(dims):
-            body([fb.gep(a.ty, a.ptr, o) for a, o in zip(accesses, offs)])
+            for offs in rows:
+                body([fb.gep(a.ty, a.ptr, o) for a, o in zip(accesses, offs)])
             return
-        with fb.loop(dims[d]) as i:
-            level(d + 1, [fb.mad(o, i, s[d]) for o, s in zip(offs, strides)])
+        n = dims[d]
+        if d == jam:
+            with fb.loop(n // JAM, "jam") as i:
+                base = at(rows, i, d, JAM)
+                level(d + 1, [offs for r in range(JAM) for offs in at(base, r, d)])
+            for i in range(n - n % JAM, n):
+                level(d + 1, at(rows, i, d))
+            return
+        rest = n % CHUNK if d == len(dims) - 1 and n < SHORT else 0
+        if n > rest:
+            with fb.loop(n - rest) as i:
+                level(d + 1, at(rows, i, d))
+        for i in range(n - rest, n):
+            level(d + 1, at(rows, i, d))
 
-    level(0, [a.offset for a in accesses])
+    level(0, [[a.offset for a in accesses]])
+
+
+def _jams(dims, strides, accumulators) -> bool:
+    """Whether every accumulator walks the innermost dim and stays put along the one outside it."""
+    return (len(dims) >= 2 and dims[-2] >= JAM and len(accumulators) > 0
+            and all(strides[k][-2] == 0 and strides[k][-1] != 0 for k in accumulators))
 
 
 def tiled_loops(fb: FunctionBuilder, shape, dst: Access, src: Access, body, block: int = 16) -> None:

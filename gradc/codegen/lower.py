@@ -331,10 +331,20 @@ def _param(buf: Buffer, size: int, name: str, readonly: bool) -> str:
 def _stage(fb: FunctionBuilder, st, ptrs: dict) -> None:
     if st.kind == "matmul":
         return _matmul(fb, st, ptrs)
+    _fill_accumulators(fb, st, ptrs)
+    strided_loops(fb, st.dims, _accesses(st, ptrs), lambda p: _body(fb, st, p), _accumulators(st))
+
+
+def _accumulators(st) -> list:
+    """Indices of the accesses loop stage `st` folds reductions into."""
+    return [step[2] for step in st.steps if step[0] == "acc"]
+
+
+def _fill_accumulators(fb: FunctionBuilder, st, ptrs: dict) -> None:
+    """The results of the reductions loop stage `st` folds into, set to their identity first."""
     for kind, *step in st.steps:
         if kind == "acc":
             kernels.fill_identity(fb, step[2], ptrs[step[2].out.name])
-    strided_loops(fb, st.dims, _accesses(st, ptrs), lambda p: _body(fb, st, p))
 
 
 def _accesses(st, ptrs: dict) -> list:
@@ -377,6 +387,8 @@ def _matmul(fb: FunctionBuilder, st, ptrs: dict, epilogue=None) -> None:
             strides[p] = cs[d]
         out = gemm.Operand(ptrs[st.result.name], n.out.shape, tuple(strides))
     a, b = n.operands
+    if epilogue is not None:  # before the GEMM, whose threads fold each panel into them
+        _fill_accumulators(fb, epilogue, ptrs)
     epi = None if epilogue is None else gemm.Epilogue(_accesses(epilogue, ptrs), lambda f, p: _body(f, epilogue, p),
-                                                      gemm.fuses_epilogue(st, epilogue))
+                                                      gemm.fuses_epilogue(st, epilogue), _accumulators(epilogue))
     gemm.matmul(fb, n.out.dtype, out, operand(a), operand(b), "%scratch", epi)

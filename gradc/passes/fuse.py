@@ -19,7 +19,9 @@ hold is what `analyze` can lay out as loop nests, in this order:
 - then an *epilogue* loop over the matmul's or a reduction's result that
   computes the elementwise consumers (bias add, ReLU and its mask, log of a
   softmax's sum, a bias's optimizer update) and the values they combine it
-  with.
+  with; a GEMM's epilogue also folds sums over the rows of its values (a
+  bias's gradient, on each column panel while it is in cache), whose
+  consumers go to a later kernel.
 
 A float matmul over a contraction of one element is a product of its
 operands (elementwise): no GEMM for an outer product such as a Linear(1, n)
@@ -291,11 +293,9 @@ def analyze(members: list, materialize: set) -> KernelSpec:
             raise Unfusable(f"{m.op} is lowered on its own (%{m.out.name})")
     cores = [m for m in members if role(m) in ("reduce", "matmul")]
     gemm = next((m for m in cores if role(m) == "matmul"), None)
-    if gemm is not None and len(cores) > 1:
-        a, b = cores[:2]
-        raise Unfusable(f"a GEMM's kernel holds no other matmul or reduction: %{a.out.name} is a {a.op}, "
-                        f"%{b.out.name} a {b.op}")
     after = _after(members, cores)
+    if gemm is not None:
+        _column_sums(members, gemm, [m for m in cores if m is not gemm], after)
     by_name = {m.out.name: m for m in members}
     flip = _flipped(members, gemm, materialize)
     stored = [m.out for m in members if m.out.name in materialize and m not in cores]
@@ -338,7 +338,9 @@ def analyze(members: list, materialize: set) -> KernelSpec:
         available.add(result.name)
         epi = [v for v in stored if v not in front and v is not result and v not in pre]
         _require(epi, [], result.shape, after)
-        loop("epilogue", result.shape, epi)
+        sums = [r for r in cores if r is not gemm]
+        _require([r.operands[0] for r in sums], [], result.shape, after)
+        loop("epilogue", result.shape, epi, sums)
     else:
         over = _common_space(cores, after)
         temps += [r.out for r in cores if r.out.name not in materialize]
@@ -352,6 +354,26 @@ def analyze(members: list, materialize: set) -> KernelSpec:
         available.update(r.out.name for r in cores)
         loop("epilogue", result, epi)
     return KernelSpec(members, [m.out for m in members if m.out.name in materialize], temps, stages)
+
+
+def _column_sums(members, gemm, reductions, after) -> None:
+    """The reductions a GEMM's kernel may hold: sums (or max, prod) over the rows of a value of
+    its epilogue (a bias's gradient), folded in the epilogue's loop, so on each column panel
+    by the thread that computed it, and needed whole by no other member."""
+    for r in reductions:
+        if role(r) != "reduce" or r.op == "matmul" or after.get(r.out.name) is not gemm:
+            a, b = (gemm, r) if members.index(gemm) < members.index(r) else (r, gemm)
+            raise Unfusable(f"a GEMM's kernel holds no other matmul or reduction: %{a.out.name} is a {a.op}, "
+                            f"%{b.out.name} a {b.op}")
+        x = r.operands[0]
+        if x.ndim != 2 or min(x.shape) < 2 or tuple(r.attrs["axes"]) != (0,):
+            raise Unfusable(f"a GEMM's kernel holds only reductions over the rows of its result: the "
+                            f"{_core_desc(r)} reduces axes {list(r.attrs['axes'])} of {_desc(x)}")
+        hit = {r.out.name}
+        for m in members:
+            if any(o.name in hit for o in m.inputs):
+                raise Unfusable(f"{_desc(m.out)} needs the {_core_desc(r)} whole: it would take a loop after "
+                                f"the GEMM %{gemm.out.name}")
 
 
 def _common_space(cores, after) -> tuple:

@@ -9,7 +9,9 @@ after the last kernel) live to the end; temps and scratch only during their
 kernel. Values whose lives do not overlap share bytes (greedy by size: the
 largest buffers are placed first, each at the lowest 64-byte aligned offset
 free for its whole life), so a kernel never writes bytes that a value it or
-a later kernel reads still occupies.
+a later kernel reads still occupies. Buffers of a page or more start at
+staggered offsets within a page (`colour`): arrays that all start at one
+page offset make a kernel's loads wait on its stores to other arrays.
 
 An update is done in place (its value written straight into the param's or
 state's buffer, no copy at the end) when that is safe: no later kernel reads
@@ -37,6 +39,8 @@ from .manager import register_pass
 ARENA_SLOT, CONSTS_SLOT, FIRST_INPUT_SLOT = 0, 1, 2  # the pointer table the entry function receives
 STATUS_BYTES = 64  # the arena starts with the status word, padded to keep buffers 64-byte aligned
 ALIGN = 64
+PAGE = 4096  # loads and stores whose addresses agree in their low 12 bits look alike to the CPU at first
+COLOUR_STEP = 39 * ALIGN  # between the page offsets of consecutive large buffers (see `colour`)
 CONSTS_START = ALIGN  # the constants blob's first word holds the thread pool's address (codegen/pool.py)
 INDEX_OPS = ("gather", "scatter_add", "index", "scatter_index")
 
@@ -155,18 +159,37 @@ def _reads_before_write(st, target, v) -> bool:
 
 
 def _place(items: list) -> dict:
-    """Offsets for (name, size, first, last): greedy by size, lowest free aligned offset."""
-    placed, out = [], {}
+    """Offsets for (name, size, first, last): greedy by size, lowest free aligned offset; one
+    of a page or more at the lowest free offset of its own colour (see `colour`)."""
+    placed, out, coloured = [], {}, 0
     for name, size, first, last in sorted(items, key=lambda it: (-it[1], it[2], it[0])):
         busy = sorted((off, off + sz) for off, sz, f, l in placed if f <= last and first <= l and sz)
-        off = STATUS_BYTES
+        phase = None
+        if size >= PAGE:
+            phase, coloured = colour(coloured), coloured + 1
+        off = _at(STATUS_BYTES, phase)
         for lo, hi in busy:
             if off + size <= lo:
                 break
-            off = max(off, round_up(hi))
+            off = max(off, _at(round_up(hi), phase))
         placed.append((off, size, first, last))
         out[name] = off
     return out
+
+
+def colour(i: int) -> int:
+    """Where in a page the i-th large buffer starts. Buffers that all start at one offset in a
+    page (as sizes that are multiples of a page put them) have every element at the same low
+    12 address bits as its peers: a load then waits on a store to another buffer that only
+    aliases it ("4K aliasing"), and columns of equal rows share cache sets. Consecutive buffers
+    get starts COLOUR_STEP apart, a step with no common factor with the lines of a page, so
+    every line of a page comes once in PAGE // ALIGN buffers."""
+    return (STATUS_BYTES + i * COLOUR_STEP) % PAGE
+
+
+def _at(offset: int, phase: int | None) -> int:
+    """The first offset from `offset` (aligned) that starts `phase` bytes into a page, if given."""
+    return offset if phase is None else offset + (phase - offset) % PAGE
 
 
 @register_pass("plan")
