@@ -47,8 +47,9 @@ def _operand(ptr, arr):
     return gemm.Operand(ptr, arr.shape, tuple(s // arr.itemsize for s in arr.strides))
 
 
-def run_matmuls(d, cases):
-    """Compile one module computing out = a @ b for every (out, a, b) view triple, then run it."""
+def run_matmuls(d, cases, after=lambda: None, runs=1):
+    """Compile one module computing out = a @ b for every (out, a, b) view triple, then run it
+    `runs` times, calling `after()` after each run."""
     decls, functions = set(), []
     for i, (out, a, b) in enumerate(cases):
         fb = FunctionBuilder(f"define internal void @mm{i}(ptr noalias %o, ptr noalias %a, ptr noalias %b, "
@@ -69,20 +70,27 @@ def run_matmuls(d, cases):
     try:
         scratch = np.full(gemm.scratch_bytes(d.itemsize) // d.itemsize, np.nan, d.np)
         table = np.array([arr.ctypes.data for case in cases for arr in case] + [scratch.ctypes.data], np.uint64)
-        ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lib.address)(table.ctypes.data)
+        for _ in range(runs):
+            for out, _, _ in cases:
+                out[...] = np.nan
+            ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lib.address)(table.ctypes.data)
+            after()
     finally:
         lib.close()
 
 
-def check(d, cases):
-    run_matmuls(d, cases)
+def check(d, cases, runs=1):
     rtol = 1e-5 if d is gradc.float32 else 1e-12
-    for out, a, b in cases:
-        want = np.matmul(a.astype(np.float64), b.astype(np.float64))
-        scale = np.matmul(np.abs(a.astype(np.float64)), np.abs(b.astype(np.float64)))  # error bound per element
-        what = f"{a.shape}{'T' if a.strides[-1] != a.itemsize else ''} @ {b.shape}" \
-               f"{'T' if b.strides[-1] != b.itemsize else ''} -> {'T' if out.strides[-1] != out.itemsize else ''}"
-        assert np.all(np.abs(out - want) <= rtol * (scale + 1e-30) + 1e-30), what
+
+    def verify():
+        for out, a, b in cases:
+            want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+            scale = np.matmul(np.abs(a.astype(np.float64)), np.abs(b.astype(np.float64)))  # error bound per element
+            what = f"{a.shape}{'T' if a.strides[-1] != a.itemsize else ''} @ {b.shape}" \
+                   f"{'T' if b.strides[-1] != b.itemsize else ''} -> {'T' if out.strides[-1] != out.itemsize else ''}"
+            assert np.all(np.abs(out - want) <= rtol * (scale + 1e-30) + 1e-30), what
+
+    run_matmuls(d, cases, verify, runs)
 
 
 @pytest.mark.parametrize("d", DTYPES, ids=lambda d: d.name)
@@ -142,15 +150,31 @@ def test_unsupported_output_strides_are_refused():
         gemm.matmul(fb, gradc.float32, gemm.Operand("%o", (3, 5), (10, 2)), a, b, "%s")
 
 
+# (m, k, n): m <= n splits by column panels, m > n by row tiles (tails of both, several k blocks)
+SPLIT_SIZES = [(17, 33, 65), (33, 300, 129), (3, 17, 40), (65, 129, 33), (129, 5, 200), (1, 65, 129), (2, 600, 70),
+               (40, 9, 17), (66, 20, 17), (129, 300, 3), (12, 7, 11), (64, 64, 10)]
+
+
 @pytest.mark.parametrize("nthreads", [2, 3])
 def test_split_over_threads(nthreads, monkeypatch):
-    """Column panels shared by 2 or 3 threads (more parts than this machine may have cores), every layout."""
+    """Column panels or row tiles shared by 2 or 3 threads (more parts than this machine may have
+    cores), every layout; run several times, so that the pool's helper, awake after the first
+    run, takes parts from the back while the caller takes them from the front."""
     monkeypatch.setattr(gemm, "threads", lambda: nthreads)
     monkeypatch.setattr(gemm, "PARALLEL_FLOPS", 0)
     for d in DTYPES:
         rng = np.random.default_rng(nthreads)
-        sizes = [(17, 33, 65), (33, 300, 129), (3, 17, 40), (65, 129, 33), (129, 5, 200), (1, 65, 129), (2, 600, 70),
-                 (40, 9, 17)]
         cases = [(_out(d, (m, n), to), _view(rng, d, (m, k), ta), _view(rng, d, (k, n), tb))
-                 for (m, k, n), (ta, tb, to) in zip(sizes, LAYOUTS)]
-        check(d, cases)
+                 for (m, k, n), (ta, tb, to) in zip(SPLIT_SIZES, LAYOUTS * 2)]
+        check(d, cases, runs=5)
+
+
+def test_split_direction(monkeypatch):
+    """The larger operand is the one shared out: b's column panels when m <= n, a's row tiles when m > n."""
+    monkeypatch.setattr(gemm, "threads", lambda: 2)
+    f32 = gradc.float32
+    assert gemm._split(f32, 64, 64, 128) == (8, False)
+    assert gemm._split(f32, 128, 64, 64) == (4, True)
+    assert gemm._split(f32, 10, 64, 64) == (1, False)  # under PARALLEL_FLOPS
+    monkeypatch.setattr(gemm, "threads", lambda: 1)
+    assert gemm._split(f32, 512, 512, 512) == (1, False)

@@ -19,6 +19,7 @@ import gradc
 from gradc import prims as P
 from gradc.codegen import compile_graph, gemm, pool
 from gradc.ir import interpret
+from gradc.passes.fuse import kernels
 
 from test_codegen import assert_close, make
 
@@ -52,6 +53,39 @@ def test_constants_blob_holds_the_pool_address(split):
     assert pool.GLOBAL in low.text
     assert int.from_bytes(low.consts[pool.SLOT:pool.SLOT + 8].tobytes(), "little") == pool.address()
     assert all(b.offset >= 8 for b in low.buffers.values() if b.region == "const")
+
+
+@pytest.mark.parametrize("m,k,n", [(33, 70, 90), (91, 70, 33), (97, 5, 7)])
+def test_split_layer_with_its_epilogue(split, m, k, n):
+    """A fused layer's bias and ReLU run on each thread's share: column panels (m <= n) or row
+    tiles (m > n, the last one short); repeated, so that parts go to both threads, from both ends."""
+    from gradc.passes import run_pipeline
+
+    g, feeds = layer(m, k, n, name=f"l{m}_{n}")
+    fused = run_pipeline(g, "fuse").graph
+    assert any(len(spec.stages) == 2 and gemm.fuses_epilogue(*spec.stages) == "panels" for _, spec in kernels(fused))
+    c = compile_graph(fused)
+    want = interpret(g, feeds)
+    for _ in range(20):
+        got = c.run(feeds)
+        for name, w in want.items():
+            assert_close(got[name], w, name)
+
+
+def test_jobs_after_the_helpers_fell_asleep(split):
+    """A burst of jobs that starts while the helpers sleep (after SPIN_CYCLES idle) wakes them
+    and computes the same."""
+    import time
+
+    g, feeds = layer(40, 30, 50, name="sleepy")
+    c = compile_graph(g)
+    want = interpret(g, feeds)
+    for _ in range(3):
+        time.sleep(pool.SPIN_CYCLES / 1e9 + 0.01)  # at least SPIN_CYCLES at any clock over 1 GHz
+        for _ in range(5):
+            got = c.run(feeds)
+            for name, w in want.items():
+                assert_close(got[name], w, name)
 
 
 def test_graphs_run_at_once_from_python_threads(split):

@@ -17,12 +17,15 @@ bytes maps a panel onto a couple of cache sets): a row-major b by vector
 copies, a transposed b (`x @ w.T`, the forward pass of a linear layer) by
 loading W x W blocks along its rows and transposing them in registers.
 
-A product of at least PARALLEL_FLOPS is split by column panels between the
-threads of the process's pool (pool.py). A fused kernel's elementwise
-epilogue (bias, ReLU and its mask, an optimizer update) runs on each
-column panel as soon as its last k block is in, by the thread that computed
-it, while the panel is in cache, unless the output is so tall that walking
-it panel by panel would cost more than a loop of its own (`fuses_epilogue`).
+A product of at least PARALLEL_FLOPS is split between the threads of the
+process's pool (pool.py), by column panels or, where a is the larger operand,
+by row tiles (`_split`); the first thread claims parts from the front, the
+next from the back, so their outputs meet at one place. A fused kernel's
+elementwise epilogue (bias, ReLU and its mask, an optimizer update) runs on
+each panel (of the thread's rows) as soon as its last k block is in, by the
+thread that computed it, while the panel is in cache, unless the output is so
+tall that walking it panel by panel would cost more than a loop of its own
+(`fuses_epilogue`).
 
 `matmul` adds the broadcast batch dims and a transposed output (computed as
 out.T = b.T @ a.T, which is only a swap of operands and strides), and
@@ -63,18 +66,28 @@ def scratch_bytes(itemsize: int) -> int:
 
 
 # ---------------------------------------------------------------- threads
-PARALLEL_FLOPS = 1_000_000  # below this a product stays on one thread (see _parts)
+PARALLEL_FLOPS = 1_000_000  # below this a product stays on one thread (see _split)
 PARALLEL_ELEMENTS = 65_536  # below this an epilogue's rows stay on one thread
 PARTS_PER_THREAD = 4  # parts claimed one at a time balance a thread that joins late or is slowed
+ROW_PARTS_PER_THREAD = 2  # a row split packs all of b per part: fewer parts
 
 
-def _parts(d, m: int, k: int, n: int) -> int:
-    """How many column shares to split out = a @ b into (1: no split)."""
-    _, nr, w, _ = tile_shape(d.itemsize)
-    units = -(-n // (nr * w))
+def _split(d, m: int, k: int, n: int, columns: bool = False) -> tuple:
+    """(parts, by rows?): how to share out = a @ b between threads ((1, False): not at all).
+
+    By column panels where a is the smaller operand (m <= n): each thread streams its
+    share of b and reads all of a. Else by row tiles, so that each thread reads only its
+    share of the larger a (in a training step, the rows of a weight gradient's dY.T that
+    the same thread wrote, as the parts are claimed in the same order), at the cost of
+    packing every panel of b once per part: so fewer, larger parts (ROW_PARTS_PER_THREAD).
+    `columns`: never by rows (an epilogue's column sums must each be folded by one thread).
+    """
+    mr, nr, w, _ = tile_shape(d.itemsize)
+    rows = m > n and not columns
+    units = -(-m // mr) if rows else -(-n // (nr * w))
     if threads() == 1 or units < 2 or 2 * m * k * n < PARALLEL_FLOPS:
-        return 1
-    return min(PARTS_PER_THREAD * threads(), units)
+        return 1, False
+    return min((ROW_PARTS_PER_THREAD if rows else PARTS_PER_THREAD) * threads(), units), rows
 
 
 class Epilogue(NamedTuple):
@@ -204,7 +217,7 @@ def gemm(fb: FunctionBuilder, d, po: str, pa: str, pb: str, m: int, k: int, n: i
         fb.memzero(po, m * n * d.itemsize)
         return
     assert epilogue is None or k, "an epilogue runs on panels of a non-empty sum"
-    parts = _parts(d, m, k, n)
+    parts, rows = _split(d, m, k, n, epilogue is not None and bool(epilogue.sums))
     if parts == 1:
         _emit(fb, d, po, pa, pb, m, k, n, tuple(a_strides), b_strides, scratch, None, epilogue)
         return
@@ -214,7 +227,7 @@ def gemm(fb: FunctionBuilder, d, po: str, pa: str, pb: str, m: int, k: int, n: i
         mine = pf.gep(mem_type(d), ptr[scratch], pf.mad(0, slot, _panel_elems(d.itemsize)))
         epi = None if epilogue is None else epilogue._replace(
             accesses=[acc._replace(ptr=ptr[acc.ptr]) for acc in epilogue.accesses])
-        _emit(pf, d, ptr[po], ptr[pa], ptr[pb], m, k, n, tuple(a_strides), b_strides, mine, (part, parts), epi)
+        _emit(pf, d, ptr[po], ptr[pa], ptr[pb], m, k, n, tuple(a_strides), b_strides, mine, (part, parts, rows), epi)
 
     _on_pool(fb, "gemm", [po, pa, pb, scratch, *extra], parts, part_code)
 
@@ -241,27 +254,30 @@ def _on_pool(fb: FunctionBuilder, what: str, pointers: list, parts: int, part_co
     loaded = [pf.op(f"load ptr, ptr {pf.gep('ptr', '%args', i)}", "arg") for i in range(len(uniq))]
     counter = pf.gep("ptr", "%args", len(uniq))
     slot = pf.op(f"atomicrmw add ptr {pf.gep('ptr', '%args', len(uniq) + 1)}, i64 1 monotonic", "slot")
-    first = pf.op(f"atomicrmw add ptr {counter}, i64 1 monotonic", "p")
-    head, body, tail, done = pf.fresh("claim"), pf.fresh("part"), pf.fresh("claimed"), pf.fresh("finished")
-    part, nxt = pf.fresh("p"), pf.fresh("p.next")
-    pf.emit(f"br label {head}")
-    pf.label(head)
-    pf.emit(f"{part} = phi i64 [ {first}, %entry ], [ {nxt}, {tail} ]")
-    more = pf.op(f"icmp ult i64 {part}, {parts}")
+    # parts are claimed from both ends (the counter's high half counts those taken from the
+    # front, its low half those from the back): the first thread in walks forward, the next
+    # backward, so two threads' parts meet once, and output rows that are not cache-line
+    # aligned (a user's array, a bool mask) share a line between threads at one place only
+    odd = pf.op(f"trunc i64 {slot} to i1")
+    step = pf.op(f"select i1 {odd}, i64 1, i64 {1 << 32}")
+    head, body, done = pf.fresh("claim"), pf.fresh("part"), pf.fresh("finished")
     slotted = pf.op(f"icmp ult i64 {slot}, {pool.MAX_THREADS}")  # past the scratch slots (never, in the pool)
-    pf.emit(f"br i1 {pf.op(f'and i1 {more}, {slotted}')}, label {body}, label {done}")
+    pf.emit(f"br i1 {slotted}, label {head}, label {done}")
+    pf.label(head)
+    old = pf.op(f"atomicrmw add ptr {counter}, i64 {step} monotonic", "taken")
+    front, back = pf.op(f"lshr i64 {old}, 32"), pf.op(f"and i64 {old}, 4294967295")
+    more = pf.op(f"icmp ult i64 {pf.op(f'add i64 {front}, {back}')}, {parts}")
+    part = pf.op(f"select i1 {odd}, i64 {pf.op(f'sub i64 {parts - 1}, {back}')}, i64 {front}", "p")
+    pf.emit(f"br i1 {more}, label {body}, label {done}")
     pf.label(body)
     args = ", ".join(f"ptr {q}" for q in loaded)
     pf.emit(f"call void {body_name}({args}, i64 {part}, i64 {slot})")
-    pf.emit(f"br label {tail}")
-    pf.label(tail)
-    pf.emit(f"{nxt} = atomicrmw add ptr {counter}, i64 1 monotonic")
     pf.emit(f"br label {head}")
     pf.label(done)
     pf.emit("ret void")
     fb.decls.add(pf.text())
 
-    table = fb.local(f"[{len(uniq) + 2} x i64]")  # the buffers, the next part, the next thread slot
+    table = fb.local(f"[{len(uniq) + 2} x i64]")  # the buffers, the parts taken, the next thread slot
     for i, p in enumerate(uniq):
         fb.emit(f"store ptr {p}, ptr {fb.gep('ptr', table, i)}")
     for i in (len(uniq), len(uniq) + 1):
@@ -271,7 +287,8 @@ def _on_pool(fb: FunctionBuilder, what: str, pointers: list, parts: int, part_co
 
 def _emit(fb: FunctionBuilder, d, po: str, pa: str, pb: str, m: int, k: int, n: int, a_strides: tuple,
           b_strides: tuple, scratch: str, part=None, epilogue: Epilogue | None = None) -> None:
-    """The GEMM's loops; with `part` = (index as an i64 value, count) only that share of the column panels."""
+    """The GEMM's loops; with `part` = (index as an i64 value, count, by rows?) only that share
+    of the row tiles (every column panel of them) or of the column panels (all their rows)."""
     t = mem_type(d)
     mr, nr, w, kc = tile_shape(d.itemsize)
     vt = f"<{w} x {t}>"
@@ -362,34 +379,38 @@ def _emit(fb: FunctionBuilder, d, po: str, pa: str, pb: str, m: int, k: int, n: 
     def panel(j0, k0, lanes, depth, last):
         pack(j0, k0, lanes, depth)
         if m // mr:
-            with fb.loop(m // mr, "ib") as ib:
-                tile(fb.mad(0, ib, mr), j0, k0, mr, lanes, depth)
+            with fb.loop(row_count, "ib") as ib:
+                tile(fb.mad(0, fb.mad(row_lo, ib, 1), mr), j0, k0, mr, lanes, depth)
         if m % mr:
-            tile((m // mr) * mr, j0, k0, m % mr, lanes, depth)
+            with _when(fb, has_row_tail):
+                tile((m // mr) * mr, j0, k0, m % mr, lanes, depth)
         if epilogue is not None:
             with _when(fb, last):
                 finish(j0, sum(lanes))
 
     def finish(j0, cols: int) -> None:
-        """The epilogue on out[:, j0:j0 + cols], once its last k block is in."""
-        at = [acc._replace(ptr=fb.gep(acc.ty, acc.ptr, fb.mad(acc.offset, j0, acc.strides[1])), offset=0)
-              for acc in epilogue.accesses]
-        strided_loops(fb, (m, cols), at, lambda p: epilogue.body(fb, p), epilogue.sums)
+        """The epilogue on out[rows, j0:j0 + cols] (this part's rows), once its last k block is in."""
+        if part is None or not part[2]:
+            return _epilogue_block(fb, epilogue, j0, cols, None, m)
+        with fb.loop(row_count, "eb") as ib:  # a row split's rows, tile by tile
+            _epilogue_block(fb, epilogue, j0, cols, fb.mad(0, fb.mad(row_lo, ib, 1), mr), mr)
+        if m % mr:
+            with _when(fb, has_row_tail):
+                _epilogue_block(fb, epilogue, j0, cols, (m // mr) * mr, m % mr)
 
     block = nr * w
     full, rest = n // block, n % block
     rest_lanes = [w] * (rest // w) + ([rest % w] if rest % w else [])
-    if part is None:
-        lo, count, has_rest = 0, full, "true"
-    else:  # units (full panels, then the rest panel) [p * units / parts, (p + 1) * units / parts)
-        units = full + (1 if rest else 0)
-        p, parts = part
-        lo = fb.op(f"udiv i64 {fb.op(f'mul i64 {p}, {units}')}, {parts}")
-        p1 = fb.op(f"add i64 {p}, 1")
-        hi = fb.op(f"udiv i64 {fb.op(f'mul i64 {p1}, {units}')}, {parts}")
-        top = fb.op(f"select i1 {fb.op(f'icmp ult i64 {hi}, {full}')}, i64 {hi}, i64 {full}")
-        count = fb.op(f"select i1 {fb.op(f'icmp ult i64 {lo}, {top}')}, i64 {fb.op(f'sub i64 {top}, {lo}')}, i64 0")
-        has_rest = fb.op(f"icmp ugt i64 {hi}, {full}")
+    lo, count, has_rest = 0, full, "true"  # column panels: all (or this part's)
+    row_lo, row_count, has_row_tail = 0, m // mr, "true"  # row tiles: all (or this part's)
+    if part is not None:
+        p, parts, by_rows = part
+        tiles, whole = (-(-m // mr), m // mr) if by_rows else (full + (1 if rest else 0), full)
+        shared = _share(fb, p, parts, tiles, whole)
+        if by_rows:  # units: row tiles, the last one short
+            row_lo, row_count, has_row_tail = shared
+        else:  # units: full panels, then the rest panel
+            lo, count, has_rest = shared
 
     def columns(k0, depth, last):
         if full:
@@ -406,6 +427,27 @@ def _emit(fb: FunctionBuilder, d, po: str, pa: str, pb: str, m: int, k: int, n: 
     with fb.loop(blocks, "kb") as kb:  # the last block may be shorter: a runtime depth
         k0 = fb.mad(0, kb, kc)
         columns(k0, block_span(fb, k0, k, kc), fb.op(f"icmp eq i64 {kb}, {blocks - 1}"))
+
+
+def _epilogue_block(fb: FunctionBuilder, epilogue: Epilogue, j0, cols: int, i0, rows: int) -> None:
+    """The epilogue on out[i0:i0 + rows, j0:j0 + cols] (i0 None: from row 0)."""
+    def start(acc):
+        off = fb.mad(acc.offset, j0, acc.strides[1])
+        return fb.gep(acc.ty, acc.ptr, off if i0 is None else fb.mad(off, i0, acc.strides[0]))
+
+    at = [acc._replace(ptr=start(acc), offset=0) for acc in epilogue.accesses]
+    strided_loops(fb, (rows, cols), at, lambda p: epilogue.body(fb, p), epilogue.sums)
+
+
+def _share(fb: FunctionBuilder, p: str, parts: int, units: int, whole: int) -> tuple:
+    """Part `p` of `parts` of `units` units, the first `whole` of which are whole: (its first
+    unit, how many whole units it has, i1: whether it has the short last unit)."""
+    lo = fb.op(f"udiv i64 {fb.op(f'mul i64 {p}, {units}')}, {parts}")
+    p1 = fb.op(f"add i64 {p}, 1")
+    hi = fb.op(f"udiv i64 {fb.op(f'mul i64 {p1}, {units}')}, {parts}")
+    top = fb.op(f"select i1 {fb.op(f'icmp ult i64 {hi}, {whole}')}, i64 {hi}, i64 {whole}")
+    count = fb.op(f"select i1 {fb.op(f'icmp ult i64 {lo}, {top}')}, i64 {fb.op(f'sub i64 {top}, {lo}')}, i64 0")
+    return lo, count, fb.op(f"icmp ugt i64 {hi}, {whole}")
 
 
 @contextmanager

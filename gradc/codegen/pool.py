@@ -1,9 +1,14 @@
 """The process's worker threads for GEMMs split over cores.
 
 One pool per process, started the first time a module that uses it is
-lowered, never per compiled model: its helpers live as long as the process
-(idle ones sleep on a futex after spinning for a short while, so a training
-loop's next GEMM finds them awake). Native code runs a job with
+lowered, never per compiled model: its helpers live as long as the process.
+An idle helper polls for the next job with `pause` for HOT_CYCLES (so the
+GEMMs of one step, a few microseconds apart, find it at once), then yields
+its core on every poll for up to SPIN_CYCLES, then sleeps on a futex. The
+long spin is what makes the pool pay on a VM: waking a sleeping helper costs
+the caller a futex syscall of about 10 us (an IPI to an idle vCPU), and the
+woken helper often lands on the caller's own CPU, where it cannot help; a
+training loop's helper never sleeps. Native code runs a job with
 `gradc_pool_run(fn, args)`: the caller and every helper that wakes in time
 call `fn(args)`, and `fn` claims its parts of the work from a counter in
 `args`, so a helper that is slow to wake (or a pool with none) only leaves
@@ -16,7 +21,9 @@ its job alone).
 On a machine busy with other processes a helper may be preempted while it
 holds a part, and the caller waits for it. So a caller that waited longer
 than half its own share, or whose last MISSES jobs no awake helper joined,
-runs the next BACKOFF_JOBS jobs alone (the helpers then fall asleep), and
+runs the next BACKOFF_JOBS jobs alone, twice as many after each backoff
+that no joined job preceded (up to MAX_BACKOFF_JOBS: a helper that cannot
+get a core then sleeps instead of taking turns with the caller), and
 helpers spinning for a job yield their core to anything else runnable.
 
 Generated modules reach the pool through the constants blob: its first
@@ -38,10 +45,12 @@ from . import jit
 GLOBAL = "@gradc.pool"  # the module global a kernel loads the pool's entry from
 DEFINE = f"{GLOBAL} = internal global ptr null"
 SLOT = 0  # byte offset of the pool's address in the constants blob
-SPIN_CYCLES = 200_000  # about 80 us of (yielding) busy waiting before an idle helper sleeps
+HOT_CYCLES = 100_000  # about 40 us after a job a helper polls for the next with `pause` alone
+SPIN_CYCLES = 12_000_000  # then about 5 ms with a yield per poll, then it sleeps (see the module docstring)
 SLOW_CYCLES = 100_000  # a caller waiting this long for a helper (about 40 us) yields its core to it
 MIN_SLOW_CYCLES = 25_000  # waits shorter than this (10 us) never count as slow
 BACKOFF_JOBS = 64  # jobs run alone after a slow one, or after MISSES in a row that no helper joined
+MAX_BACKOFF_JOBS = 4096  # doubled (up to this) while no helper joins a job in between
 MISSES = 8
 
 _SYS_FUTEX, _FUTEX_WAIT, _FUTEX_WAKE = 202, 128, 129  # x86-64 Linux, private futexes
@@ -54,6 +63,7 @@ _TEXT = f"""
 @job.fn = internal global ptr null
 @job.args = internal global ptr null
 @alone = internal global i32 0      ; jobs the callers run alone before sharing again
+@span = internal global i32 {BACKOFF_JOBS}   ; how many the next backoff runs alone
 @joins = internal global i64 0      ; jobs helpers have run, in all
 @misses = internal global i32 0     ; shared jobs in a row that no helper joined
 
@@ -132,9 +142,19 @@ done:                               ; the next jobs run alone if waiting for the
   %off = or i1 %none, %late
   %m3 = select i1 %off, i32 0, i32 %m2
   store i32 %m3, ptr @misses
+  br i1 %joined, label %reset, label %settle
+reset:
+  store i32 {BACKOFF_JOBS}, ptr @span
+  br label %settle
+settle:
   br i1 %off, label %rest, label %unlock
-rest:
-  store i32 {BACKOFF_JOBS}, ptr @alone
+rest:                                       ; alone for `span` jobs, twice as many the next time
+  %span = load i32, ptr @span               ; unless a helper joins in between
+  store i32 %span, ptr @alone
+  %span2 = shl i32 %span, 1
+  %big = icmp ugt i32 %span2, {MAX_BACKOFF_JOBS}
+  %span3 = select i1 %big, i32 {MAX_BACKOFF_JOBS}, i32 %span2
+  store i32 %span3, ptr @span
   br label %unlock
 unlock:
   store atomic i32 0, ptr @lock release, align 4
@@ -155,9 +175,12 @@ spin:
   br i1 %new, label %join, label %still
 still:
   call void @llvm.x86.sse2.pause()
-  %y = call i32 @sched_yield()      ; spin politely: a busy machine's other threads run first
   %t = call i64 @llvm.readcyclecounter()
   %dt = sub i64 %t, %t0
+  %hot = icmp ult i64 %dt, {HOT_CYCLES}
+  br i1 %hot, label %spin, label %cool
+cool:                               ; spin politely: a busy machine's other threads run first
+  %y = call i32 @sched_yield()
   %long = icmp ugt i64 %dt, {SPIN_CYCLES}
   br i1 %long, label %sleep, label %spin
 sleep:
