@@ -230,7 +230,9 @@ class Guard:
     def _world(self, world: World) -> list:
         names = world.names
         scope = self._ref(names.globals)
-        conds = [self._is(f"{scope}.get({n!r})", names.globals.get(n)) for n in names.names]
+        # a bound name by subscript (a KeyError, once deleted, is a miss), an unbound one by `not in`
+        conds = [self._is(f"{scope}[{n!r}]", names.globals[n]) if n in names.globals else f"{n!r} not in {scope}"
+                 for n in names.names]
         conds += [self._is(f"{self._ref(c)}.cell_contents", c.cell_contents) for _, c in names.cells]
         counted = {id(m) for m in world.modules if all(type(r) is Registry for r in (m._parameters, m._buffers, m._modules))}
         for m in world.modules:

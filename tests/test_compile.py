@@ -3,6 +3,7 @@ activation, loss and optimizer family, float32 and float64), the compiled module
 what recompiles and what does not, runtime learning rates, bad inputs that change
 nothing, calls from several threads, the disk cache of object code, GRADC_DUMP
 and GRADC_LOG."""
+import builtins
 import copy
 import os
 import subprocess
@@ -534,6 +535,32 @@ MODEL, SCALE = None, 1.0
 
 def global_model_loss(x, y):
     return F.mse_loss(MODEL(x), y) * SCALE
+
+
+def scaled_loss(x, y):
+    return F.mse_loss(MODEL(x), y) * abs(SCALE)  # `abs` is a builtin: unbound in this module
+
+
+def test_a_global_that_shadows_a_builtin_or_a_deleted_model_leaves_the_fast_path(monkeypatch):
+    global MODEL
+    x, y = data(8)
+    gradc.manual_seed(3)
+    MODEL = nn.Linear(3, 1).double()
+    loss = gradc.compile(scaled_loss)
+    slow, select = [], loss._select
+    monkeypatch.setattr(loss, "_select", lambda args: (slow.append(args), select(args)))
+    try:
+        loss(x, y)
+        loss(x, y)
+        globals()["abs"] = builtins.abs  # the module's own `abs` now (a function: then taken as traced)
+        loss(x, y)
+        assert len(slow) == 2
+        del globals()["MODEL"]
+        with pytest.raises(NameError, match="MODEL"):
+            loss(x, y)
+    finally:
+        globals().pop("abs", None)
+        MODEL = None
 
 
 # ----------------------------------------------------------------------------- bad input
