@@ -234,17 +234,21 @@ class Guard:
         conds = [self._is(f"{scope}[{n!r}]", names.globals[n]) if n in names.globals else f"{n!r} not in {scope}"
                  for n in names.names]
         conds += [self._is(f"{self._ref(c)}.cell_contents", c.cell_contents) for _, c in names.cells]
-        counted = {id(m) for m in world.modules if all(type(r) is Registry for r in (m._parameters, m._buffers, m._modules))}
+        counted = False
         for m in world.modules:
-            if id(m) in counted:  # from now on, any change to them changes the count
-                m._parameters.watched = m._buffers.watched = m._modules.watched = True
-        if counted:
-            conds.append(f"{self._ref(module_changes)}[0] == {module_changes[0]}")
-        for m in (m for m in world.modules if id(m) not in counted):  # registries not made by Module.__init__
+            regs = (m._parameters, m._buffers, m._modules)
+            if all(type(r) is Registry for r in regs):  # from now on, any change to m changes the count
+                for r in regs:
+                    r.watched = True
+                counted = True
+                continue
+            # registries not made by Module.__init__: entry by entry
             attrs = {k: v for k, v in vars(m).items() if k not in _MODULE_INTERNALS or k == "training"}
             conds += self._same_dict(self._ref(m.__dict__), m.__dict__, attrs, alone=("training",))
-            for reg in (m._parameters, m._buffers, m._modules):
+            for reg in regs:
                 conds += self._same_dict(self._ref(reg), reg, reg)
+        if counted:
+            conds.append(f"{self._ref(module_changes)}[0] == {module_changes[0]}")
         for t in world.params.values():
             conds += [self._is(f"{self._ref(t)}._data", t._data), self._is(f"{self._ref(t)}.requires_grad", t.requires_grad)]
         conds += [self._is(f"{self._ref(t)}._data", t._data) for t in world.state.values()]
