@@ -217,6 +217,16 @@ def cache_load(key: str, suffix: str = ".obj") -> tuple[str, bytes] | None:
         return None
 
 
+def cached_optimize(text: str) -> tuple[str, bytes]:
+    """`optimize(text)`, from the disk cache when it was compiled before (and stored there if not)."""
+    key = cache_key(text)
+    cached = cache_load(key)
+    if cached is None:
+        cached = optimize(text)
+        cache_store(key, *cached)
+    return cached
+
+
 def cache_store(key: str, optimized_ir: str, obj: bytes, suffix: str = ".obj") -> None:
     """Write atomically (a temporary file renamed into place); a cache that cannot be written is skipped."""
     path = _path(key, suffix)

@@ -108,14 +108,8 @@ class PeakKernel:
     """The compiled kernel (from the on-disk cache when it was compiled before)."""
 
     def __init__(self):
-        text = _text()
-        key = jit.cache_key(text)
-        cached = jit.cache_load(key)
-        if cached is None:
-            cached = jit.optimize(text)
-            jit.cache_store(key, *cached)
-        self.optimized_ir = cached[0]
-        self._lib = jit.NativeLibrary(cached[1], SYMBOL)
+        self.optimized_ir, obj = jit.cached_optimize(_text())
+        self._lib = jit.NativeLibrary(obj, SYMBOL)
         self._fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self._lib.address)
 
     def run(self, acc: np.ndarray, iters: int, threads: int = 1, a: float = 1.0, b: float = 1.0) -> None:

@@ -257,13 +257,8 @@ class _Pool:
     """The pool's native code in its own JIT, kept for the life of the process."""
 
     def __init__(self):
-        text = _TEXT
-        key = jit.cache_key(text)
-        cached = jit.cache_load(key)
-        if cached is None:
-            cached = jit.optimize(text)
-            jit.cache_store(key, *cached)
-        self._lib = jit.NativeLibrary(cached[1], "gradc_pool_run", "gradc_pool_start")
+        _, obj = jit.cached_optimize(_TEXT)
+        self._lib = jit.NativeLibrary(obj, "gradc_pool_run", "gradc_pool_start")
         self.run = self._lib.address
         self._start = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(self._lib.addresses["gradc_pool_start"])
         self.helpers = self._start(threads() - 1)
